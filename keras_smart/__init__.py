@@ -1,0 +1,39 @@
+"""keras_smart: once-for-all adversarially robust, sparse Keras models with an in-situ trade-off."""
+
+from keras_smart import _compat
+from keras_smart import layers
+from keras_smart.config import MaskConfig
+from keras_smart.config import Method
+from keras_smart.config import TradeoffMode
+from keras_smart.convert import convert
+from keras_smart.convert import get_tradeoff
+from keras_smart.convert import set_tradeoff
+from keras_smart.convert import strip
+from keras_smart.masks import NonzeroCount
+from keras_smart.masks import count_nonzero
+from keras_smart.masks import design_masks
+from keras_smart.masks import get_masks
+from keras_smart.masks import set_masks
+from keras_smart.training import SmartModel
+from keras_smart.version import __version__
+
+KERAS_FLAVOUR = _compat.FLAVOUR
+
+__all__ = [
+    "KERAS_FLAVOUR",
+    "MaskConfig",
+    "Method",
+    "NonzeroCount",
+    "SmartModel",
+    "TradeoffMode",
+    "__version__",
+    "convert",
+    "count_nonzero",
+    "design_masks",
+    "get_masks",
+    "get_tradeoff",
+    "layers",
+    "set_masks",
+    "set_tradeoff",
+    "strip",
+]

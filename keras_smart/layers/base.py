@@ -1,0 +1,172 @@
+"""What every conditional layer shares: the trade-off it reads, and folding back to plain Keras."""
+
+import contextlib
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from keras_smart import _compat
+
+_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def tradeoff_override(lam):
+    """Makes conditional layers read `lam` instead of their model's trade-off variable.
+
+    The override is read when a layer's `call` is traced, so it must wrap the
+    call itself (inside a `tf.function`, around the model call). Training uses it
+    to route a batch group through one path; export uses it to make lam an input.
+
+    Args:
+      lam: a scalar float (Python number or tensor).
+
+    Example:
+      >>> with tradeoff_override(1.0):
+      ...     adv_logits = model(x)
+    """
+    previous = getattr(_STATE, "tradeoff", None)
+    _STATE.tradeoff = lam
+    try:
+        yield
+    finally:
+        _STATE.tradeoff = previous
+
+
+@contextlib.contextmanager
+def expected_noise():
+    """Makes noisy layers use the expectation of their noise (zero): deterministic outputs.
+
+    `strip` folds noise the same way, so inside this scope a noisy SmartModel
+    and its stripped model compute the same function. Read at trace time.
+
+    Example:
+      >>> with expected_noise():
+      ...     y = model(x)
+    """
+    previous = getattr(_STATE, "noise_off", False)
+    _STATE.noise_off = True
+    try:
+        yield
+    finally:
+        _STATE.noise_off = previous
+
+
+def noise_enabled():
+    return not getattr(_STATE, "noise_off", False)
+
+
+class _VariableReference:
+    """Holds the model's trade-off variable so that Keras does not track it as a layer weight."""
+
+    __slots__ = ("variable",)
+
+    def __init__(self, variable):
+        self.variable = variable
+
+
+def weights_by_name(layer):
+    """{short weight name: NumPy value} of a layer, the same keys in both Keras flavours."""
+    return {_compat.weight_name(v): np.asarray(v.numpy()) for v in layer.weights}
+
+
+def assign_weights_by_name(layer, values):
+    """Assigns `values[name]` to each weight of `layer`; every weight must be given."""
+    for variable in layer.weights:
+        name = _compat.weight_name(variable)
+        if name not in values:
+            raise ValueError(
+                f"No value for weight `{name}` of layer '{layer.name}'. Received values for: "
+                f"{sorted(values)}"
+            )
+        variable.assign(values[name])
+
+
+class ConditionalLayer:
+    """Mixin for layers whose computation depends on the model's shared trade-off lam.
+
+    A conditional layer subclasses the Keras layer it replaces (`source_class`),
+    so it accepts the same configuration, and adds only its own arguments
+    (`conditional_config_keys`). It does not own lam: `SmartModel` binds its one
+    trade-off variable into every conditional layer it contains. An unbound layer
+    reads lam = 0.
+    """
+
+    source_class = None
+    conditional_config_keys = ()
+
+    def bind_tradeoff(self, variable):
+        """Makes this layer read `variable` as its trade-off (done by `SmartModel`)."""
+        self._tradeoff_reference = _VariableReference(variable)
+
+    def current_tradeoff(self):
+        """The trade-off this call computes with, as a float32 scalar tensor."""
+        override = getattr(_STATE, "tradeoff", None)
+        if override is not None:
+            return tf.cast(override, tf.float32)
+        reference = getattr(self, "_tradeoff_reference", None)
+        if reference is None:
+            return tf.constant(0.0, tf.float32)
+        return tf.cast(tf.convert_to_tensor(reference.variable), tf.float32)
+
+    # --- conversion to and from the plain Keras layer -------------------------------------------
+
+    def copy_source_weights(self, layer):
+        """Copies the weights of the plain `layer` this one was converted from."""
+        values = weights_by_name(layer)
+        for variable in self.weights:
+            name = _compat.weight_name(variable)
+            if name in values:
+                variable.assign(values[name])
+
+    def source_config(self):
+        """The config of the plain Keras layer this one folds back to."""
+        config = dict(self.get_config())
+        for key in self.conditional_config_keys:
+            config.pop(key, None)
+        return config
+
+    def folded_weights(self, tradeoff):
+        """{weight name: value} of the plain layer that computes what this one does at `tradeoff`."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_layer(cls, layer, **options):
+        """Builds this conditional layer from a built plain Keras layer and copies its weights.
+
+        Args:
+          layer: a built instance of `cls.source_class`.
+          **options: this class's own arguments (see `conditional_config_keys`).
+
+        Returns:
+          A built conditional layer with the same name and configuration. With the
+          masks all ones and the noise off it computes what `layer` computes.
+
+        Example:
+          >>> dense = keras.layers.Dense(4); dense.build((None, 3))
+          >>> smart_dense = DualMaskDense.from_layer(dense)
+        """
+        if type(layer) is not cls.source_class:  # pylint: disable=unidiomatic-typecheck
+            raise TypeError(
+                f"{cls.__name__}.from_layer expects a {cls.source_class.__name__} layer. "
+                f"Received: {type(layer).__name__} '{layer.name}'"
+            )
+        if not layer.built:
+            raise ValueError(f"Layer '{layer.name}' is not built: call it on an input first.")
+        new = cls.from_config({**layer.get_config(), **options})
+        new.build_from_config(layer.get_build_config())
+        new.copy_source_weights(layer)
+        return new
+
+    def to_layer(self, tradeoff):
+        """The plain Keras layer that computes what this one does at `tradeoff` (noise folded to
+        its expectation).
+
+        Example:
+          >>> dense = smart_dense.to_layer(tradeoff=1.0)
+        """
+        layer = self.source_class.from_config(self.source_config())
+        layer.build_from_config(self.get_build_config())
+        assign_weights_by_name(layer, self.folded_weights(float(tradeoff)))
+        return layer

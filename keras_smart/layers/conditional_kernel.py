@@ -1,0 +1,233 @@
+"""Kernels that depend on the trade-off (binary masks, weight noise) and the layer math they feed.
+
+A conditional conv/dense layer = `ConditionalKernel` (which kernel to use at lam)
++ one of the `*Math` mixins (what the Keras layer computes with that kernel)
++ the Keras layer class (configuration, weights, shapes). The math is written
+with TensorFlow ops so it is the same in both Keras flavours.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_smart import _compat
+from keras_smart.layers import base
+
+keras = _compat.keras
+
+
+class ConditionalKernel(base.ConditionalLayer):
+    """Adds masks and/or lam-scaled noise to the kernels named in `kernel_names`.
+
+    Subclasses set `mask_kind` ("dual": one mask per path; "single": one mask
+    shared by both paths; None) and whether the kernels are `noisy`.
+
+    Kernel at trade-off lam (a = path weight, see `path_weight`):
+      noisy:  W + lam * |alpha| * std(W) * eta, eta ~ N(0, 1) per call
+      dual:   (...) * ((1 - a) * M_clean + a * M_adv)
+      single: (...) * M
+    """
+
+    mask_kind = None
+    noisy = False
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def mask_names(self, kernel_name):
+        """Names of the mask weights of one kernel ("kernel_clean_mask", ...)."""
+        if self.mask_kind == "dual":
+            return (f"{kernel_name}_clean_mask", f"{kernel_name}_adv_mask")
+        if self.mask_kind == "single":
+            return (f"{kernel_name}_mask",)
+        return ()
+
+    def noise_scale_name(self, kernel_name):
+        return f"{kernel_name}_noise_scale"
+
+    def conditional_weight_names(self):
+        names = []
+        for kernel_name in self.kernel_names:
+            names.extend(self.mask_names(kernel_name))
+            if self.noisy:
+                names.append(self.noise_scale_name(kernel_name))
+        return tuple(names)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        for kernel_name in self.kernel_names:
+            shape = tuple(getattr(self, kernel_name).shape)
+            for mask_name in self.mask_names(kernel_name):
+                setattr(
+                    self,
+                    mask_name,
+                    self.add_weight(name=mask_name, shape=shape, initializer="ones", trainable=False),
+                )
+            if self.noisy:
+                name = self.noise_scale_name(kernel_name)
+                setattr(
+                    self,
+                    name,
+                    self.add_weight(
+                        name=name,
+                        shape=(),
+                        initializer=keras.initializers.Constant(self.noise_init),
+                        trainable=True,
+                    ),
+                )
+
+    # --- computation ----------------------------------------------------------------------------
+
+    def path_weight(self, lam):
+        """How far lam moves the dual masks from clean (0) to adversarial (1): a step at 0."""
+        return tf.cast(lam > 0.0, lam.dtype)
+
+    def conditional_kernel(self, kernel_name, lam):
+        """The kernel this layer computes with at trade-off `lam` (a float32 scalar tensor)."""
+        dtype = self.compute_dtype
+        kernel = tf.cast(getattr(self, kernel_name), dtype)
+        if self.noisy and base.noise_enabled():
+            scale = tf.abs(tf.cast(getattr(self, self.noise_scale_name(kernel_name)), dtype))
+            spread = tf.stop_gradient(tf.math.reduce_std(kernel))
+            eta = tf.random.normal(tf.shape(kernel), dtype=dtype, seed=self.seed)
+            kernel = kernel + tf.cast(lam, dtype) * scale * spread * eta
+        masks = [tf.cast(getattr(self, name), dtype) for name in self.mask_names(kernel_name)]
+        if self.mask_kind == "dual":
+            a = tf.cast(self.path_weight(lam), dtype)
+            kernel = kernel * ((1.0 - a) * masks[0] + a * masks[1])
+        elif self.mask_kind == "single":
+            kernel = kernel * masks[0]
+        return kernel
+
+    def call(self, inputs):
+        lam = self.current_tradeoff()
+        kernels = [self.conditional_kernel(name, lam) for name in self.kernel_names]
+        return self._forward(inputs, *kernels)
+
+    def folded_weights(self, tradeoff):
+        values = base.weights_by_name(self)
+        path = float(self.path_weight(tf.constant(tradeoff, tf.float32)))
+        folded = {k: v for k, v in values.items() if k not in self.conditional_weight_names()}
+        for kernel_name in self.kernel_names:
+            masks = [values[name] for name in self.mask_names(kernel_name)]
+            if self.mask_kind == "dual":
+                folded[kernel_name] = values[kernel_name] * ((1.0 - path) * masks[0] + path * masks[1])
+            elif self.mask_kind == "single":
+                folded[kernel_name] = values[kernel_name] * masks[0]
+        return folded
+
+    def kernel_masks(self, kernel_name):
+        """{mask name: NumPy array} of one kernel."""
+        return {name: np.asarray(getattr(self, name).numpy()) for name in self.mask_names(kernel_name)}
+
+    # --- saving: Keras 3's Conv/Dense store only kernel and bias; store every weight -------------
+
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+    # --- TF-MOT (tf_keras): the kernels are what magnitude pruning may zero -----------------------
+
+    def get_prunable_weights(self):
+        return [getattr(self, name) for name in self.kernel_names]
+
+
+# --- what each Keras layer computes with its kernel(s) ----------------------------------------------
+
+
+def _tf_data_format(layer):
+    return "NHWC" if layer.data_format == "channels_last" else "NCHW"
+
+
+def _add_bias_and_activate(layer, outputs, data_format=None):
+    if layer.use_bias:
+        outputs = tf.nn.bias_add(outputs, tf.cast(layer.bias, outputs.dtype), data_format=data_format)
+    if layer.activation is not None:
+        outputs = layer.activation(outputs)
+    return outputs
+
+
+def _four_d_strides(layer):
+    strides = tuple(layer.strides)
+    return (1, 1) + strides if layer.data_format == "channels_first" else (1,) + strides + (1,)
+
+
+class Conv2DMath:
+    kernel_names = ("kernel",)
+
+    def _check_supported(self):
+        if getattr(self, "groups", 1) != 1:
+            raise ValueError(
+                f"Conv2D layer '{self.name}' has groups={self.groups}; conditional kernels support "
+                "groups=1 only. Ways forward: use groups=1, or keep this layer plain by "
+                "converting the rest of the model around it."
+            )
+
+    def _forward(self, inputs, kernel):
+        data_format = _tf_data_format(self)
+        outputs = tf.nn.convolution(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding.upper(),
+            data_format=data_format,
+            dilations=self.dilation_rate,
+        )
+        return _add_bias_and_activate(self, outputs, data_format)
+
+
+class DepthwiseConv2DMath:
+    kernel_names = (_compat.DEPTHWISE_KERNEL,)
+
+    def _check_supported(self):
+        pass
+
+    def _forward(self, inputs, depthwise_kernel):
+        data_format = _tf_data_format(self)
+        outputs = tf.nn.depthwise_conv2d(
+            inputs,
+            depthwise_kernel,
+            strides=_four_d_strides(self),
+            padding=self.padding.upper(),
+            data_format=data_format,
+            dilations=self.dilation_rate,
+        )
+        return _add_bias_and_activate(self, outputs, data_format)
+
+
+class SeparableConv2DMath:
+    kernel_names = ("depthwise_kernel", "pointwise_kernel")
+
+    def _check_supported(self):
+        pass
+
+    def _forward(self, inputs, depthwise_kernel, pointwise_kernel):
+        data_format = _tf_data_format(self)
+        outputs = tf.nn.separable_conv2d(
+            inputs,
+            depthwise_kernel,
+            pointwise_kernel,
+            strides=_four_d_strides(self),
+            padding=self.padding.upper(),
+            data_format=data_format,
+            dilations=self.dilation_rate,
+        )
+        return _add_bias_and_activate(self, outputs, data_format)
+
+
+class DenseMath:
+    kernel_names = ("kernel",)
+
+    def _check_supported(self):
+        if getattr(self, "lora_rank", None):
+            raise ValueError(
+                f"Dense layer '{self.name}' has LoRA enabled (lora_rank={self.lora_rank}); "
+                "conditional kernels need a plain kernel. Merge or disable LoRA before convert."
+            )
+
+    def _forward(self, inputs, kernel):
+        if inputs.shape.rank == 2:
+            outputs = tf.matmul(inputs, kernel)
+        else:
+            outputs = tf.tensordot(inputs, kernel, [[inputs.shape.rank - 1], [0]])
+        return _add_bias_and_activate(self, outputs)

@@ -1,0 +1,137 @@
+"""Dual batch-norm: one set of statistics and affine parameters per path, routed by lam."""
+
+import tensorflow as tf
+
+from keras_smart import _compat
+from keras_smart.layers import base
+
+keras = _compat.keras
+
+# The clean path keeps BatchNormalization's own weight names; the adversarial one adds a prefix.
+_BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
+ADV_PREFIX = "adv_"
+
+
+def _check_no_mask(layer, mask):
+    if mask is not None:
+        raise ValueError(
+            f"Layer '{layer.name}' received a Keras mask; dual batch-norm computes unmasked "
+            "statistics. Remove the masking upstream (e.g. mask_zero) or keep this layer plain."
+        )
+
+
+@_compat.register_serializable
+class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalization):
+    """A `keras.layers.BatchNormalization` with a clean (lam = 0) and an adversarial (lam > 0) set.
+
+    Routing is by lam, not by input type (OAT): every lam > 0 uses the
+    adversarial statistics, also for clean inputs. In training only the active
+    set's moving statistics move. Weights: `gamma`, `beta`, `moving_mean`,
+    `moving_variance` (clean) and the same names with the `adv_` prefix.
+
+    Example:
+      >>> bn = DualBatchNormalization()
+      >>> y = bn(tf.random.normal((4, 8, 8, 16)), training=True)
+    """
+
+    source_class = keras.layers.BatchNormalization
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        unsupported = {
+            "renorm": getattr(self, "renorm", False),
+            "synchronized": getattr(self, "synchronized", False),
+            "virtual_batch_size": getattr(self, "virtual_batch_size", None),
+        }
+        unsupported = {k: v for k, v in unsupported.items() if v}
+        if unsupported:
+            raise ValueError(
+                f"BatchNormalization layer '{self.name}' uses {unsupported}, which dual batch-norm "
+                "does not support. Ways forward: rebuild the model with plain BatchNormalization "
+                "(renorm=False, synchronized=False, virtual_batch_size=None), or keep this layer "
+                "out of the conversion."
+            )
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        for name in _BN_WEIGHTS:
+            clean = getattr(self, name, None)
+            if clean is None:
+                continue
+            kwargs = {}
+            if _compat.IS_LEGACY:  # tf_keras keeps moving statistics as ON_READ, MEAN variables.
+                kwargs = {"synchronization": clean.synchronization, "aggregation": clean.aggregation}
+            setattr(
+                self,
+                ADV_PREFIX + name,
+                self.add_weight(
+                    name=ADV_PREFIX + name,
+                    shape=tuple(clean.shape),
+                    initializer=keras.initializers.Constant(0.0),
+                    trainable=clean.trainable,
+                    **kwargs,
+                ),
+            )
+            getattr(self, ADV_PREFIX + name).assign(clean)
+
+    def _axis(self, rank):
+        axis = self.axis
+        if isinstance(axis, (list, tuple)):
+            if len(axis) != 1:
+                raise ValueError(
+                    f"DualBatchNormalization '{self.name}' supports one feature axis. "
+                    f"Received: axis={axis}"
+                )
+            axis = axis[0]
+        return axis % rank
+
+    def _routed(self, name, a):
+        """The clean value of weight `name` at a = 0, the adversarial one at a = 1."""
+        clean = getattr(self, name, None)
+        if clean is None:
+            return None
+        adv = getattr(self, ADV_PREFIX + name)
+        return (1.0 - a) * tf.cast(clean, tf.float32) + a * tf.cast(adv, tf.float32)
+
+    def normalize(self, inputs, training, lam):
+        """Batch-norm of `inputs` with the parameters of the path lam selects, in float32."""
+        a = tf.cast(lam > 0.0, tf.float32)
+        x = tf.cast(inputs, tf.float32)
+        rank = x.shape.rank
+        axis = self._axis(rank)
+        reduction_axes = [i for i in range(rank) if i != axis]
+        if training and self.trainable:
+            mean, variance = tf.nn.moments(x, reduction_axes)
+            for stat, batch_value in (("moving_mean", mean), ("moving_variance", variance)):
+                for variable, weight in ((getattr(self, stat), 1.0 - a), (getattr(self, ADV_PREFIX + stat), a)):
+                    moved = variable * self.momentum + batch_value * (1.0 - self.momentum)
+                    variable.assign(weight * moved + (1.0 - weight) * variable)
+        else:
+            mean = self._routed("moving_mean", a)
+            variance = self._routed("moving_variance", a)
+        gamma = self._routed("gamma", a)
+        beta = self._routed("beta", a)
+        if axis != rank - 1:
+            shape = [1] * rank
+            shape[axis] = -1
+            mean, variance = tf.reshape(mean, shape), tf.reshape(variance, shape)
+            gamma = None if gamma is None else tf.reshape(gamma, shape)
+            beta = None if beta is None else tf.reshape(beta, shape)
+        return tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
+
+    def call(self, inputs, training=None, mask=None):
+        _check_no_mask(self, mask)
+        outputs = self.normalize(inputs, training, self.current_tradeoff())
+        return tf.cast(outputs, self.compute_dtype)
+
+    def copy_source_weights(self, layer):
+        values = base.weights_by_name(layer)
+        for name in _BN_WEIGHTS:
+            if name in values:
+                getattr(self, name).assign(values[name])
+                getattr(self, ADV_PREFIX + name).assign(values[name])
+
+    def folded_weights(self, tradeoff):
+        values = base.weights_by_name(self)
+        prefix = ADV_PREFIX if tradeoff > 0 else ""
+        return {name: values[prefix + name] for name in _BN_WEIGHTS if name in values}

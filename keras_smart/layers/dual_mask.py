@@ -1,0 +1,99 @@
+"""SMART layers: one shared kernel, a clean and an adversarial binary mask over it."""
+
+import numbers
+
+from keras_smart import _compat
+from keras_smart import config as config_lib
+from keras_smart.layers import conditional_kernel as ck
+
+keras = _compat.keras
+
+
+def check_noise_options(noise_init, seed):
+    if isinstance(noise_init, bool) or not isinstance(noise_init, numbers.Real) or noise_init < 0:
+        raise ValueError(f"`noise_init` must be a number >= 0. Received: noise_init={noise_init!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
+
+
+class DualMask(ck.ConditionalKernel):
+    """Mixin: kernel W with masks M_clean (lam = 0) and M_adv (lam > 0), per `tradeoff_mode`.
+
+    Args (besides the Keras layer's own):
+      tradeoff_mode: "switch" (default), "blend" or "noise"; see `config.TradeoffMode`.
+      noise_init: initial noise scale for `tradeoff_mode="noise"`.
+      seed: seed of the noise for `tradeoff_mode="noise"`.
+    """
+
+    mask_kind = "dual"
+    conditional_config_keys = ("tradeoff_mode", "noise_init", "seed")
+
+    def __init__(self, *args, tradeoff_mode="switch", noise_init=0.25, seed=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        check_noise_options(noise_init, seed)
+        self.tradeoff_mode = config_lib.coerce_enum(
+            config_lib.TradeoffMode, tradeoff_mode, "tradeoff_mode"
+        ).value
+        self.noisy = self.tradeoff_mode == config_lib.TradeoffMode.NOISE.value
+        self.noise_init = float(noise_init)
+        self.seed = seed
+        self._check_supported()
+
+    def path_weight(self, lam):
+        if self.tradeoff_mode == config_lib.TradeoffMode.BLEND.value:
+            return lam
+        return super().path_weight(lam)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "tradeoff_mode": self.tradeoff_mode,
+            "noise_init": self.noise_init,
+            "seed": self.seed,
+        }
+
+
+@_compat.register_serializable
+class DualMaskConv2D(DualMask, ck.Conv2DMath, keras.layers.Conv2D):
+    """A `keras.layers.Conv2D` with a clean and an adversarial mask over its kernel.
+
+    Example:
+      >>> layer = DualMaskConv2D(8, 3, padding="same")
+      >>> y = layer(tf.zeros((1, 16, 16, 3)))
+      >>> [w.name for w in layer.non_trainable_weights]  # kernel_clean_mask, kernel_adv_mask
+    """
+
+    source_class = keras.layers.Conv2D
+
+
+@_compat.register_serializable
+class DualMaskDepthwiseConv2D(DualMask, ck.DepthwiseConv2DMath, keras.layers.DepthwiseConv2D):
+    """A `keras.layers.DepthwiseConv2D` with a clean and an adversarial mask over its kernel.
+
+    Example:
+      >>> y = DualMaskDepthwiseConv2D(3, padding="same")(tf.zeros((1, 8, 8, 4)))
+    """
+
+    source_class = keras.layers.DepthwiseConv2D
+
+
+@_compat.register_serializable
+class DualMaskSeparableConv2D(DualMask, ck.SeparableConv2DMath, keras.layers.SeparableConv2D):
+    """A `keras.layers.SeparableConv2D` with clean and adversarial masks over both its kernels.
+
+    Example:
+      >>> y = DualMaskSeparableConv2D(8, 3, padding="same")(tf.zeros((1, 8, 8, 4)))
+    """
+
+    source_class = keras.layers.SeparableConv2D
+
+
+@_compat.register_serializable
+class DualMaskDense(DualMask, ck.DenseMath, keras.layers.Dense):
+    """A `keras.layers.Dense` with a clean and an adversarial mask over its kernel.
+
+    Example:
+      >>> y = DualMaskDense(10)(tf.zeros((2, 32)))
+    """
+
+    source_class = keras.layers.Dense

@@ -1,0 +1,138 @@
+"""OAT's FiLM: dual batch-norm followed by a per-channel scale and shift computed from lam."""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from keras_smart import _compat
+from keras_smart import config as config_lib
+from keras_smart.layers import dual_batch_norm
+
+keras = _compat.keras
+
+_LEAKY_SLOPE = 0.01  # PyTorch's LeakyReLU default, as in OAT's FiLM MLP.
+
+
+@_compat.register_serializable
+class FiLMDualBatchNormalization(dual_batch_norm.DualBatchNormalization):
+    """Dual batch-norm plus FiLM: `BN(x) * (1 + gamma(lam)) + beta(lam)`, per channel.
+
+    `[gamma, beta] = Dense(2C)(LeakyReLU(Dense(2C)(encode(lam))))`. The second
+    Dense starts at zero, so a freshly converted layer is exactly the plain
+    batch-norm at every lam (our choice, so that `convert` preserves outputs).
+
+    Args (besides BatchNormalization's own):
+      film_encoding: "scalar" (lam itself, continuous; default) or "orthogonal"
+        (a fixed random orthonormal code per value in `film_lambdas`; lam is
+        snapped to the nearest listed value).
+      film_lambdas: the selectable lam values for the orthogonal encoding.
+      film_code_size: length of the orthogonal codes (default 128).
+      seed: seed of the orthogonal codes and the first Dense's initialiser.
+
+    Example:
+      >>> y = FiLMDualBatchNormalization()(tf.random.normal((2, 4, 4, 8)))
+    """
+
+    conditional_config_keys = ("film_encoding", "film_lambdas", "film_code_size", "seed")
+
+    def __init__(
+        self,
+        *args,
+        film_encoding="scalar",
+        film_lambdas=(0.0, 0.1, 0.2, 0.3, 0.4, 1.0),
+        film_code_size=128,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.film_encoding = config_lib.coerce_enum(
+            config_lib.FiLMEncoding, film_encoding, "film_encoding"
+        ).value
+        self.film_lambdas = tuple(config_lib.check_tradeoff(v, "film_lambdas[i]") for v in film_lambdas)
+        if not self.film_lambdas:
+            raise ValueError("`film_lambdas` must list at least one trade-off value.")
+        if isinstance(film_code_size, bool) or not isinstance(film_code_size, numbers.Integral) or (
+            film_code_size < len(self.film_lambdas)
+        ):
+            raise ValueError(
+                "`film_code_size` must be an int >= len(film_lambdas) (orthonormal codes). "
+                f"Received: film_code_size={film_code_size!r}"
+            )
+        self.film_code_size = int(film_code_size)
+        self.seed = int(seed)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        channels = int(input_shape[self._axis(len(input_shape))])
+        orthogonal = self.film_encoding == config_lib.FiLMEncoding.ORTHOGONAL.value
+        code_size = self.film_code_size if orthogonal else 1
+        if orthogonal:
+            rng = np.random.default_rng(self.seed)
+            q, _ = np.linalg.qr(rng.standard_normal((code_size, len(self.film_lambdas))))
+            self.film_codes = self.add_weight(
+                name="film_codes",
+                shape=(len(self.film_lambdas), code_size),
+                initializer=keras.initializers.Constant(q.T.astype("float32")),
+                trainable=False,
+            )
+        shapes = {
+            "film_kernel_1": ((code_size, 2 * channels), keras.initializers.GlorotUniform(self.seed)),
+            "film_bias_1": ((2 * channels,), "zeros"),
+            "film_kernel_2": ((2 * channels, 2 * channels), "zeros"),
+            "film_bias_2": ((2 * channels,), "zeros"),
+        }
+        for name, (shape, initializer) in shapes.items():
+            setattr(self, name, self.add_weight(name=name, shape=shape, initializer=initializer, trainable=True))
+
+    def encode(self, lam):
+        """lam (scalar or per-sample vector) -> a (n, code) batch of FiLM inputs."""
+        lam = tf.reshape(tf.cast(lam, tf.float32), (-1,))
+        if self.film_encoding == config_lib.FiLMEncoding.SCALAR.value:
+            return lam[:, None]
+        table = tf.constant(self.film_lambdas, tf.float32)
+        index = tf.argmin(tf.abs(lam[:, None] - table[None, :]), axis=1)
+        return tf.gather(tf.cast(self.film_codes, tf.float32), index)
+
+    def film(self, lam):
+        """The per-channel (gamma, beta) at lam, each of shape (n, C)."""
+        hidden = tf.matmul(self.encode(lam), self.film_kernel_1) + self.film_bias_1
+        hidden = tf.nn.leaky_relu(hidden, alpha=_LEAKY_SLOPE)
+        out = tf.matmul(hidden, self.film_kernel_2) + self.film_bias_2
+        return tf.split(out, 2, axis=-1)
+
+    def call(self, inputs, training=None, mask=None):
+        dual_batch_norm._check_no_mask(self, mask)  # pylint: disable=protected-access
+        lam = self.current_tradeoff()
+        # A call computes one path (training groups a batch by path); FiLM may take per-sample lam.
+        x = self.normalize(inputs, training, tf.reduce_max(lam))
+        gamma, beta = self.film(lam)
+        rank = x.shape.rank
+        shape = [-1] + [1] * (rank - 1)
+        shape[self._axis(rank)] = gamma.shape[-1]
+        x = x * (1.0 + tf.reshape(gamma, shape)) + tf.reshape(beta, shape)
+        return tf.cast(x, self.compute_dtype)
+
+    def source_config(self):
+        # Folding FiLM into the affine parameters needs both of them.
+        return {**super().source_config(), "center": True, "scale": True}
+
+    def folded_weights(self, tradeoff):
+        folded = super().folded_weights(tradeoff)
+        channels = folded["moving_mean"].shape[0]
+        gamma_f, beta_f = (np.asarray(t.numpy())[0] for t in self.film(tf.constant(tradeoff)))
+        gamma = folded.get("gamma", np.ones(channels, np.float32))
+        beta = folded.get("beta", np.zeros(channels, np.float32))
+        folded["gamma"] = gamma * (1.0 + gamma_f)
+        folded["beta"] = beta * (1.0 + gamma_f) + beta_f
+        return folded
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "film_encoding": self.film_encoding,
+            "film_lambdas": list(self.film_lambdas),
+            "film_code_size": self.film_code_size,
+            "seed": self.seed,
+        }
+

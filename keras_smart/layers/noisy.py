@@ -1,0 +1,84 @@
+"""FLOAT / FLOATS layers: a kernel with lam-scaled learnable noise, optionally one fixed mask."""
+
+from keras_smart import _compat
+from keras_smart.layers import conditional_kernel as ck
+from keras_smart.layers import dual_mask
+
+keras = _compat.keras
+
+
+class Noisy(ck.ConditionalKernel):
+    """Mixin: kernel W + lam * |alpha| * std(W) * eta, eta ~ N(0, 1) drawn on every call.
+
+    lam = 0 is exactly the noise-free kernel. `alpha` ("<kernel>_noise_scale")
+    is trainable, one scalar per kernel.
+
+    Args (besides the Keras layer's own):
+      noise_init: initial alpha (default 0.25).
+      seed: seed of the noise (None: TensorFlow's global seed rules).
+      masked: add one binary mask ("<kernel>_mask") shared by both paths (FLOATS).
+    """
+
+    noisy = True
+    conditional_config_keys = ("noise_init", "seed", "masked")
+
+    def __init__(self, *args, noise_init=0.25, seed=None, masked=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        dual_mask.check_noise_options(noise_init, seed)
+        self.noise_init = float(noise_init)
+        self.seed = seed
+        self.masked = bool(masked)
+        self.mask_kind = "single" if self.masked else None
+        self._check_supported()
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "noise_init": self.noise_init,
+            "seed": self.seed,
+            "masked": self.masked,
+        }
+
+
+@_compat.register_serializable
+class NoisyConv2D(Noisy, ck.Conv2DMath, keras.layers.Conv2D):
+    """A `keras.layers.Conv2D` whose kernel carries lam-scaled learnable noise.
+
+    Example:
+      >>> y = NoisyConv2D(8, 3, seed=0)(tf.zeros((1, 16, 16, 3)))
+    """
+
+    source_class = keras.layers.Conv2D
+
+
+@_compat.register_serializable
+class NoisyDepthwiseConv2D(Noisy, ck.DepthwiseConv2DMath, keras.layers.DepthwiseConv2D):
+    """A `keras.layers.DepthwiseConv2D` whose kernel carries lam-scaled learnable noise.
+
+    Example:
+      >>> y = NoisyDepthwiseConv2D(3, padding="same")(tf.zeros((1, 8, 8, 4)))
+    """
+
+    source_class = keras.layers.DepthwiseConv2D
+
+
+@_compat.register_serializable
+class NoisySeparableConv2D(Noisy, ck.SeparableConv2DMath, keras.layers.SeparableConv2D):
+    """A `keras.layers.SeparableConv2D` whose kernels carry lam-scaled learnable noise.
+
+    Example:
+      >>> y = NoisySeparableConv2D(8, 3, padding="same")(tf.zeros((1, 8, 8, 4)))
+    """
+
+    source_class = keras.layers.SeparableConv2D
+
+
+@_compat.register_serializable
+class NoisyDense(Noisy, ck.DenseMath, keras.layers.Dense):
+    """A `keras.layers.Dense` whose kernel carries lam-scaled learnable noise.
+
+    Example:
+      >>> y = NoisyDense(10, masked=True)(tf.zeros((2, 32)))
+    """
+
+    source_class = keras.layers.Dense
