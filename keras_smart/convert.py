@@ -65,6 +65,7 @@ def convert(model, method="smart", **options):
         conditional_class = swaps.get(type(layer))
         if conditional_class is None:
             return entry
+        conditional_class.check_source(layer)
         layer_options = registry.layer_options(method, conditional_class, options)
         if "seed" in conditional_class.conditional_config_keys and options.get("seed") is not None:
             layer_options["seed"] = options["seed"] + next(seeds)  # distinct noise per layer

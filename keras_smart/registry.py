@@ -54,13 +54,15 @@ def layer_options(method, conditional_class, options):
 
 
 def check_options(method, options):
-    """Raises for options that no layer of `method` accepts."""
+    """Raises for options that no layer of `method` accepts, or values a layer would reject."""
     accepted = accepted_options(method)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(
             f"Unknown option(s) {unknown} for method='{method.value}'. Accepted: {accepted}"
         )
+    for conditional_class in set(SWAPS[method].values()):
+        conditional_class.check_options(**layer_options(method, conditional_class, options))
 
 
 def custom_objects():

@@ -155,10 +155,12 @@ def _four_d_strides(layer):
 class Conv2DMath:
     kernel_names = ("kernel",)
 
-    def _check_supported(self):
-        if getattr(self, "groups", 1) != 1:
+    @classmethod
+    def check_source(cls, layer):
+        """Raises if the plain `layer` has a configuration this class cannot reproduce."""
+        if getattr(layer, "groups", 1) != 1:
             raise ValueError(
-                f"Conv2D layer '{self.name}' has groups={self.groups}; conditional kernels support "
+                f"Conv2D layer '{layer.name}' has groups={layer.groups}; conditional kernels support "
                 "groups=1 only. Ways forward: use groups=1, or keep this layer plain by "
                 "converting the rest of the model around it."
             )
@@ -179,8 +181,9 @@ class Conv2DMath:
 class DepthwiseConv2DMath:
     kernel_names = (_compat.DEPTHWISE_KERNEL,)
 
-    def _check_supported(self):
-        pass
+    @classmethod
+    def check_source(cls, layer):
+        """Every DepthwiseConv2D / SeparableConv2D configuration is supported."""
 
     def _forward(self, inputs, depthwise_kernel):
         data_format = _tf_data_format(self)
@@ -198,8 +201,9 @@ class DepthwiseConv2DMath:
 class SeparableConv2DMath:
     kernel_names = ("depthwise_kernel", "pointwise_kernel")
 
-    def _check_supported(self):
-        pass
+    @classmethod
+    def check_source(cls, layer):
+        """Every DepthwiseConv2D / SeparableConv2D configuration is supported."""
 
     def _forward(self, inputs, depthwise_kernel, pointwise_kernel):
         data_format = _tf_data_format(self)
@@ -218,10 +222,12 @@ class SeparableConv2DMath:
 class DenseMath:
     kernel_names = ("kernel",)
 
-    def _check_supported(self):
-        if getattr(self, "lora_rank", None):
+    @classmethod
+    def check_source(cls, layer):
+        """Raises if the plain `layer` has a configuration this class cannot reproduce."""
+        if getattr(layer, "lora_rank", None):
             raise ValueError(
-                f"Dense layer '{self.name}' has LoRA enabled (lora_rank={self.lora_rank}); "
+                f"Dense layer '{layer.name}' has LoRA enabled (lora_rank={layer.lora_rank}); "
                 "conditional kernels need a plain kernel. Merge or disable LoRA before convert."
             )
 

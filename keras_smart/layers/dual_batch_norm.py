@@ -38,19 +38,28 @@ class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalizat
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.check_source(self)
+
+    @classmethod
+    def check_source(cls, layer):
+        """Raises if the plain batch-norm `layer` uses an option dual batch-norm cannot reproduce."""
         unsupported = {
-            "renorm": getattr(self, "renorm", False),
-            "synchronized": getattr(self, "synchronized", False),
-            "virtual_batch_size": getattr(self, "virtual_batch_size", None),
+            "renorm": getattr(layer, "renorm", False),
+            "synchronized": getattr(layer, "synchronized", False),
+            "virtual_batch_size": getattr(layer, "virtual_batch_size", None),
         }
         unsupported = {k: v for k, v in unsupported.items() if v}
         if unsupported:
             raise ValueError(
-                f"BatchNormalization layer '{self.name}' uses {unsupported}, which dual batch-norm "
+                f"BatchNormalization layer '{layer.name}' uses {unsupported}, which dual batch-norm "
                 "does not support. Ways forward: rebuild the model with plain BatchNormalization "
                 "(renorm=False, synchronized=False, virtual_batch_size=None), or keep this layer "
                 "out of the conversion."
             )
+
+    @classmethod
+    def check_options(cls):
+        """Dual batch-norm has no arguments of its own."""
 
     def build(self, input_shape):
         super().build(input_shape)

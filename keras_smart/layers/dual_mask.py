@@ -30,14 +30,19 @@ class DualMask(ck.ConditionalKernel):
 
     def __init__(self, *args, tradeoff_mode="switch", noise_init=0.25, seed=None, **kwargs):
         super().__init__(*args, **kwargs)
-        check_noise_options(noise_init, seed)
-        self.tradeoff_mode = config_lib.coerce_enum(
-            config_lib.TradeoffMode, tradeoff_mode, "tradeoff_mode"
-        ).value
+        options = self.check_options(tradeoff_mode=tradeoff_mode, noise_init=noise_init, seed=seed)
+        self.tradeoff_mode = options["tradeoff_mode"]
         self.noisy = self.tradeoff_mode == config_lib.TradeoffMode.NOISE.value
-        self.noise_init = float(noise_init)
+        self.noise_init = options["noise_init"]
         self.seed = seed
-        self._check_supported()
+        self.check_source(self)
+
+    @classmethod
+    def check_options(cls, tradeoff_mode="switch", noise_init=0.25, seed=None):
+        """Validates this class's own arguments; returns them normalised."""
+        check_noise_options(noise_init, seed)
+        mode = config_lib.coerce_enum(config_lib.TradeoffMode, tradeoff_mode, "tradeoff_mode")
+        return {"tradeoff_mode": mode.value, "noise_init": float(noise_init), "seed": seed}
 
     def path_weight(self, lam):
         if self.tradeoff_mode == config_lib.TradeoffMode.BLEND.value:

@@ -46,21 +46,38 @@ class FiLMDualBatchNormalization(dual_batch_norm.DualBatchNormalization):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        self.film_encoding = config_lib.coerce_enum(
-            config_lib.FiLMEncoding, film_encoding, "film_encoding"
-        ).value
-        self.film_lambdas = tuple(config_lib.check_tradeoff(v, "film_lambdas[i]") for v in film_lambdas)
-        if not self.film_lambdas:
+        options = self.check_options(
+            film_encoding=film_encoding, film_lambdas=film_lambdas, film_code_size=film_code_size, seed=seed
+        )
+        self.film_encoding = options["film_encoding"]
+        self.film_lambdas = options["film_lambdas"]
+        self.film_code_size = options["film_code_size"]
+        self.seed = options["seed"]
+
+    @classmethod
+    def check_options(
+        cls, film_encoding="scalar", film_lambdas=(0.0, 0.1, 0.2, 0.3, 0.4, 1.0), film_code_size=128, seed=0
+    ):
+        """Validates this class's own arguments; returns them normalised."""
+        encoding = config_lib.coerce_enum(config_lib.FiLMEncoding, film_encoding, "film_encoding")
+        lambdas = tuple(config_lib.check_tradeoff(v, "film_lambdas[i]") for v in film_lambdas)
+        if not lambdas:
             raise ValueError("`film_lambdas` must list at least one trade-off value.")
         if isinstance(film_code_size, bool) or not isinstance(film_code_size, numbers.Integral) or (
-            film_code_size < len(self.film_lambdas)
+            film_code_size < len(lambdas)
         ):
             raise ValueError(
                 "`film_code_size` must be an int >= len(film_lambdas) (orthonormal codes). "
                 f"Received: film_code_size={film_code_size!r}"
             )
-        self.film_code_size = int(film_code_size)
-        self.seed = int(seed)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"`seed` must be an int. Received: seed={seed!r}")
+        return {
+            "film_encoding": encoding.value,
+            "film_lambdas": lambdas,
+            "film_code_size": int(film_code_size),
+            "seed": int(seed),
+        }
 
     def build(self, input_shape):
         super().build(input_shape)

@@ -24,12 +24,18 @@ class Noisy(ck.ConditionalKernel):
 
     def __init__(self, *args, noise_init=0.25, seed=None, masked=False, **kwargs):
         super().__init__(*args, **kwargs)
-        dual_mask.check_noise_options(noise_init, seed)
+        self.check_options(noise_init=noise_init, seed=seed)
         self.noise_init = float(noise_init)
         self.seed = seed
         self.masked = bool(masked)
         self.mask_kind = "single" if self.masked else None
-        self._check_supported()
+        self.check_source(self)
+
+    @classmethod
+    def check_options(cls, noise_init=0.25, seed=None, masked=False):
+        """Validates this class's own arguments."""
+        del masked  # any truth value
+        dual_mask.check_noise_options(noise_init, seed)
 
     def get_config(self):
         return {

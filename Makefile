@@ -1,0 +1,29 @@
+# `make demo` and `make test` work from a fresh clone: they create .venv and install into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
+
+.PHONY: demo test test-keras3 test-tf-keras clean
+
+$(INSTALLED): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(BIN)/python examples/quickstart.py
+
+# The suite runs in both Keras flavours: Keras 3 (default), then tf_keras.
+test: test-keras3 test-tf-keras
+
+test-keras3: $(INSTALLED)
+	TF_USE_LEGACY_KERAS=0 $(PYTEST) tests
+
+test-tf-keras: $(INSTALLED)
+	TF_USE_LEGACY_KERAS=1 $(PYTEST) tests
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,16 @@
+"""Test set-up shared by every test: quiet TensorFlow, fixed seeds, a fresh Keras session."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from keras_smart import _compat  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    _compat.keras.utils.set_random_seed(0)
+    yield
+    _compat.keras.backend.clear_session()
