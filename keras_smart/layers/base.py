@@ -110,6 +110,10 @@ class ConditionalLayer:
             return tf.constant(0.0, tf.float32)
         return tf.cast(tf.convert_to_tensor(reference.variable), tf.float32)
 
+    def get_prunable_weights(self):
+        """TF-MOT's `PrunableLayer` protocol (tf_keras flavour): nothing here by default."""
+        return []
+
     # --- conversion to and from the plain Keras layer -------------------------------------------
 
     def copy_source_weights(self, layer):
