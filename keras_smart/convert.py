@@ -249,7 +249,8 @@ def _rebuild(model, rewrite_entry, model_class):
     with _compat.custom_object_scope(objects):
         if _compat.is_sequential(model):
             sequential = keras.Sequential.from_config(config)
-            return model_class(inputs=sequential.inputs, outputs=sequential.outputs, name=model.name)
+            # A Sequential has one input and one output: pass tensors, not lists of one.
+            return model_class(inputs=sequential.inputs[0], outputs=sequential.outputs[0], name=model.name)
         return model_class.from_config(config)
 
 

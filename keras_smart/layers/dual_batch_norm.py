@@ -120,6 +120,19 @@ class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalizat
             variance = self._routed("moving_variance", a)
         gamma = self._routed("gamma", a)
         beta = self._routed("beta", a)
+        if _compat.IS_LEGACY and not training and rank == 4 and getattr(self, "fused", False):
+            # tf_keras's own inference kernel, so that conversion is exact in that flavour too.
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x,
+                tf.ones_like(mean) if gamma is None else gamma,
+                tf.zeros_like(mean) if beta is None else beta,
+                mean=mean,
+                variance=variance,
+                epsilon=self.epsilon,
+                is_training=False,
+                data_format="NHWC" if axis == 3 else "NCHW",
+            )
+            return outputs
         if axis != rank - 1:
             shape = [1] * rank
             shape[axis] = -1
