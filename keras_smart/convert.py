@@ -8,6 +8,7 @@ passed in is never modified.
 """
 
 import copy
+import itertools
 import warnings
 
 from keras_smart import _compat
@@ -17,9 +18,6 @@ from keras_smart import training
 from keras_smart.layers import base
 
 keras = _compat.keras
-
-_MODEL_CLASS_NAMES = ("Functional", "Model", "Sequential", "SmartModel", "keras_smart>SmartModel")
-
 
 def convert(model, method="smart", **options):
     """Clones a Keras model into a `SmartModel` whose layers are conditional on the trade-off.
@@ -59,7 +57,7 @@ def convert(model, method="smart", **options):
     registry.check_options(method, options)
     _check_convertible(model)
     swaps = registry.SWAPS[method]
-    seeds = iter(range(10**9))
+    seeds = itertools.count()
 
     def to_conditional(layer, entry):
         conditional_class = swaps.get(type(layer))
@@ -109,7 +107,6 @@ def strip(model, tradeoff=None):
         smart,
         plain,
         lambda source, target: base.assign_weights_by_name(target, source.folded_weights(tradeoff)),
-        conditional="source",
     )
     return plain
 
@@ -254,16 +251,20 @@ def _rebuild(model, rewrite_entry, model_class):
         return model_class.from_config(config)
 
 
-def _copy_weights(source_model, target_model, copy_conditional, conditional="target"):
-    """Copies weights layer by layer, matched by name; conditional layers use `copy_conditional`."""
+def _copy_weights(source_model, target_model, copy_conditional):
+    """Copies weights layer by layer, matched by name, into nested models.
+
+    Where one side of a pair is a conditional layer (the target in `convert`,
+    the source in `strip`), `copy_conditional(source, target)` does the copy.
+    """
     sources = {layer.name: layer for layer in source_model.layers}
     for target in target_model.layers:
         source = sources.get(target.name)
         if source is None or not (source.weights or isinstance(target, keras.Model)):
             continue
         if isinstance(target, keras.Model):
-            _copy_weights(source, target, copy_conditional, conditional)
-        elif isinstance(target if conditional == "target" else source, base.ConditionalLayer):
+            _copy_weights(source, target, copy_conditional)
+        elif isinstance(target, base.ConditionalLayer) or isinstance(source, base.ConditionalLayer):
             copy_conditional(source, target)
         else:
             target.set_weights(source.get_weights())

@@ -298,7 +298,7 @@ def count_nonzero(model):
 
 
 def _conditioning_weights(layer):
-    names = []
+    """How many weights `layer` holds only to condition on lam (masks are counted as non-zeros)."""
     if isinstance(layer, ck.ConditionalKernel) and layer.noisy:
         names = [layer.noise_scale_name(k) for k in layer.kernel_names]
     else:

@@ -32,8 +32,6 @@ SWAPS = {
 # Options a method sets itself; a user cannot override them.
 FIXED_OPTIONS = {config_lib.Method.FLOATS: {"masked": True}, config_lib.Method.FLOAT: {"masked": False}}
 
-SUPPORTED_LAYERS = tuple(_SMART)
-
 CONDITIONAL_CLASSES = tuple(
     {cls.__name__: cls for swaps in SWAPS.values() for cls in swaps.values()}.values()
 )
