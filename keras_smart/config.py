@@ -35,6 +35,13 @@ class MaskScore(str, enum.Enum):
     RANDOM = "random"
 
 
+class Norm(str, enum.Enum):
+    """The threat model's norm."""
+
+    LINF = "linf"
+    L2 = "l2"
+
+
 class FiLMEncoding(str, enum.Enum):
     """How OAT's FiLM layers encode lam: the raw scalar, or a fixed orthonormal code per value."""
 

@@ -1,0 +1,84 @@
+"""What every gradient attack shares: argument checks, the loss, norm-ball steps and projections."""
+
+import numbers
+
+import tensorflow as tf
+
+from keras_smart import config as config_lib
+
+_TINY = 1e-12
+
+
+def check_positive(value, name):
+    """Validates a positive number; tensors and variables (schedules) pass unchecked."""
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+    if not value > 0:  # also rejects NaN
+        raise ValueError(f"`{name}` must be > 0. Received: {name}={value}")
+    return value
+
+
+def check_steps(steps):
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"`steps` must be an int >= 1. Received: steps={steps!r}")
+    return int(steps)
+
+
+def check_norm(norm):
+    return config_lib.coerce_enum(config_lib.Norm, norm, "norm")
+
+
+def default_loss(labels, logits):
+    """Per-example cross-entropy from logits; integer labels or one-hot rows."""
+    if labels.shape.rank == logits.shape.rank:
+        return tf.nn.softmax_cross_entropy_with_logits(tf.cast(labels, logits.dtype), logits)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(tf.reshape(labels, [-1]), tf.int32), logits)
+
+
+def loss_gradient(model_fn, x, y, loss_fn, targeted):
+    """The gradient of the (summed, per-example) loss at x: ascend it untargeted, descend targeted."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.cast(loss_fn(y, model_fn(x)), tf.float32))
+    grad = tape.gradient(loss, x)
+    return -grad if targeted else grad
+
+
+def _per_example_l2(t):
+    axes = list(range(1, t.shape.rank))
+    return tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True))
+
+
+def step(grad, size, norm):
+    """A step of length `size` in the norm's steepest-ascent direction."""
+    if norm == config_lib.Norm.LINF:
+        return size * tf.sign(grad)
+    return size * grad / (_per_example_l2(grad) + _TINY)
+
+
+def project(delta, eps, norm):
+    """`delta` projected onto the eps-ball of the norm."""
+    if norm == config_lib.Norm.LINF:
+        return tf.clip_by_value(delta, -eps, eps)
+    return delta * tf.minimum(1.0, eps / (_per_example_l2(delta) + _TINY))
+
+
+def random_start(x, eps, norm, seed=None):
+    """A uniform random point of the eps-ball around 0, with x's shape."""
+    if norm == config_lib.Norm.LINF:
+        return tf.random.uniform(tf.shape(x), -1.0, 1.0, dtype=x.dtype, seed=seed) * eps
+    direction = tf.random.normal(tf.shape(x), dtype=x.dtype, seed=seed)
+    direction = direction / (_per_example_l2(direction) + _TINY)
+    size = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
+    radius = tf.random.uniform(tf.concat([tf.shape(x)[:1], tf.ones([x.shape.rank - 1], tf.int32)], 0), dtype=x.dtype, seed=seed)
+    return direction * eps * radius ** (1.0 / size)
+
+
+def clip(x, clip_min, clip_max):
+    if clip_min is None and clip_max is None:
+        return x
+    low = x.dtype.min if clip_min is None else clip_min
+    high = x.dtype.max if clip_max is None else clip_max
+    return tf.clip_by_value(x, low, high)
