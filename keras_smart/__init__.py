@@ -1,7 +1,9 @@
 """keras_smart: once-for-all adversarially robust, sparse Keras models with an in-situ trade-off."""
 
 from keras_smart import _compat
+from keras_smart import attacks
 from keras_smart import layers
+from keras_smart.config import AttackConfig
 from keras_smart.config import MaskConfig
 from keras_smart.config import Method
 from keras_smart.config import TradeoffMode
@@ -20,6 +22,7 @@ from keras_smart.version import __version__
 KERAS_FLAVOUR = _compat.FLAVOUR
 
 __all__ = [
+    "AttackConfig",
     "KERAS_FLAVOUR",
     "MaskConfig",
     "Method",
@@ -27,6 +30,7 @@ __all__ = [
     "SmartModel",
     "TradeoffMode",
     "__version__",
+    "attacks",
     "convert",
     "count_nonzero",
     "design_masks",

@@ -99,6 +99,83 @@ def check_density(density, arg_name="density"):
     return density
 
 
+class AttackKind(str, enum.Enum):
+    FGSM = "fgsm"
+    PGD = "pgd"
+
+
+class BatchNormMode(str, enum.Enum):
+    """Batch-norm during attack generation: moving statistics (default) or batch statistics.
+
+    Either way, attack steps never update the moving statistics.
+    """
+
+    INFERENCE = "inference"
+    TRAIN = "train"
+
+
+def _check_positive_real(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+    if not value > 0:
+        raise ValueError(f"`{name}` must be > 0. Received: {name}={value}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """An attack's settings, shared by training, evaluation, the CLI and benchmarks.
+
+    Attributes:
+      kind: "pgd" or "fgsm".
+      eps: the perturbation budget (> 0), in input units (inputs in [0, 1]).
+      steps: PGD steps (>= 1); None means 7 for PGD (OAT's training attack), 1 for FGSM.
+      step_size: PGD step length; None means 2.5 * eps / steps (Madry et al.).
+      norm: "linf" or "l2".
+      random_start: PGD starts from a uniform random point of the eps-ball.
+      clip_min, clip_max: the valid input range.
+      bn_mode: "inference" (default) or "train"; see `BatchNormMode`.
+
+    Example:
+      >>> AttackConfig(kind="pgd", eps=8 / 255, steps=7, step_size=2 / 255)
+    """
+
+    kind: AttackKind = AttackKind.PGD
+    eps: float = 8 / 255
+    steps: int = None
+    step_size: float = None
+    norm: Norm = Norm.LINF
+    random_start: bool = True
+    clip_min: float = 0.0
+    clip_max: float = 1.0
+    bn_mode: BatchNormMode = BatchNormMode.INFERENCE
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        set_("kind", coerce_enum(AttackKind, self.kind, "kind"))
+        set_("norm", coerce_enum(Norm, self.norm, "norm"))
+        set_("bn_mode", coerce_enum(BatchNormMode, self.bn_mode, "bn_mode"))
+        set_("eps", _check_positive_real(self.eps, "eps"))
+        if self.steps is None:
+            set_("steps", 1 if self.kind == AttackKind.FGSM else 7)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral) or self.steps < 1:
+            raise ValueError(f"`steps` must be an int >= 1. Received: steps={self.steps!r}")
+        if self.kind == AttackKind.FGSM and self.steps != 1:
+            raise ValueError(f"FGSM is a single step: use steps=1 or kind='pgd'. Received: steps={self.steps}")
+        step_size = 2.5 * self.eps / self.steps if self.step_size is None else self.step_size
+        set_("step_size", _check_positive_real(step_size, "step_size"))
+        if not self.clip_min < self.clip_max:
+            raise ValueError(
+                "`clip_min` must be below `clip_max`. "
+                f"Received: clip_min={self.clip_min}, clip_max={self.clip_max}"
+            )
+
+    @property
+    def name(self):
+        """A short label such as "pgd7" or "fgsm"."""
+        return "fgsm" if self.kind == AttackKind.FGSM else f"pgd{self.steps}"
+
+
 @dataclasses.dataclass(frozen=True)
 class MaskConfig:
     """How `design_masks` builds masks.

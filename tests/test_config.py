@@ -31,3 +31,32 @@ def test_check_tradeoff_accepts_reals_in_range(value):
 def test_coerce_enum_rejects_non_strings():
     with pytest.raises(TypeError, match="`method` must be a string"):
         config.coerce_enum(config.Method, 3, "method")
+
+
+def test_attack_config_defaults_and_derived_step_size():
+    cfg = config.AttackConfig(eps=0.3, steps=40)
+    assert cfg.kind is config.AttackKind.PGD and cfg.norm is config.Norm.LINF
+    assert cfg.step_size == pytest.approx(2.5 * 0.3 / 40)
+    assert cfg.name == "pgd40"
+    assert config.AttackConfig(kind="fgsm", eps=0.1).steps == 1
+    assert config.AttackConfig(eps=0.1).steps == 7
+    assert dataclasses.replace(cfg, norm="l2").norm is config.Norm.L2
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, fragment",
+    [
+        ({"eps": 0}, ValueError, "`eps` must be > 0"),
+        ({"eps": -1.0}, ValueError, "`eps` must be > 0"),
+        ({"steps": 0}, ValueError, "`steps` must be an int >= 1"),
+        ({"step_size": -0.1}, ValueError, "`step_size` must be > 0"),
+        ({"norm": "l1"}, ValueError, "Unknown `norm`"),
+        ({"kind": "cw"}, ValueError, "Unknown `kind`"),
+        ({"kind": "fgsm", "steps": 7}, ValueError, "single step"),
+        ({"bn_mode": "eval"}, ValueError, "Unknown `bn_mode`"),
+        ({"clip_min": 1.0, "clip_max": 0.0}, ValueError, "`clip_min` must be below"),
+    ],
+)
+def test_attack_config_rejects_bad_settings(kwargs, error, fragment):
+    with pytest.raises(error, match=fragment):
+        config.AttackConfig(**kwargs)

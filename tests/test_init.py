@@ -5,6 +5,7 @@ import keras_smart
 
 def test_public_api_is_pinned():
     assert keras_smart.__all__ == [
+        "AttackConfig",
         "KERAS_FLAVOUR",
         "MaskConfig",
         "Method",
@@ -12,6 +13,7 @@ def test_public_api_is_pinned():
         "SmartModel",
         "TradeoffMode",
         "__version__",
+        "attacks",
         "convert",
         "count_nonzero",
         "design_masks",

@@ -124,3 +124,20 @@ def test_bad_attack_settings_are_rejected(kwargs, error, fragment):
     settings = {"eps": 0.1, "steps": 3, "step_size": 0.01, **kwargs}
     with pytest.raises(error, match=fragment):
         attacks.pgd(linear, X, Y, **settings)
+
+
+def test_run_follows_the_config_and_scales_the_step_with_an_eps_override():
+    from keras_smart import AttackConfig  # pylint: disable=import-outside-toplevel
+
+    cfg = AttackConfig(kind="pgd", eps=0.1, steps=5, step_size=0.05, random_start=False)
+    np.testing.assert_allclose(
+        attacks.run(cfg, linear, X, Y),
+        attacks.pgd(linear, X, Y, eps=0.1, steps=5, step_size=0.05, random_start=False),
+        atol=1e-7,
+    )
+    half = attacks.run(cfg, linear, X, Y, eps=0.05)
+    np.testing.assert_allclose(
+        half, attacks.pgd(linear, X, Y, eps=0.05, steps=5, step_size=0.025, random_start=False), atol=1e-7
+    )
+    fgsm_cfg = AttackConfig(kind="fgsm", eps=0.05)
+    np.testing.assert_allclose(attacks.run(fgsm_cfg, linear, X, Y), attacks.fgsm(linear, X, Y, eps=0.05), atol=1e-7)
