@@ -2,7 +2,10 @@
 
 from keras_smart import _compat
 from keras_smart import attacks
+from keras_smart import callbacks
+from keras_smart import data
 from keras_smart import layers
+from keras_smart.config import AdversarialConfig
 from keras_smart.config import AttackConfig
 from keras_smart.config import MaskConfig
 from keras_smart.config import Method
@@ -22,6 +25,7 @@ from keras_smart.version import __version__
 KERAS_FLAVOUR = _compat.FLAVOUR
 
 __all__ = [
+    "AdversarialConfig",
     "AttackConfig",
     "KERAS_FLAVOUR",
     "MaskConfig",
@@ -31,8 +35,10 @@ __all__ = [
     "TradeoffMode",
     "__version__",
     "attacks",
+    "callbacks",
     "convert",
     "count_nonzero",
+    "data",
     "design_masks",
     "get_masks",
     "get_tradeoff",

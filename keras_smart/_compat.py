@@ -26,14 +26,46 @@ __all__ = [
     "FLAVOUR",
     "Functional",
     "IS_LEGACY",
+    "apply_gradients",
     "custom_object_scope",
     "flatten_layers",
     "is_functional",
     "is_sequential",
     "keras",
     "register_serializable",
+    "scale_loss",
+    "training_loss",
     "weight_name",
 ]
+
+
+def training_loss(model, x, y, y_pred, sample_weight, batch_size):
+    """The compiled loss plus regularization, recorded in the "loss" log, as `fit` would."""
+    if IS_LEGACY:
+        return model.compute_loss(x, y, y_pred, sample_weight)
+    from keras.src.losses import loss as loss_module  # pylint: disable=g-import-not-at-top
+
+    loss = model._compute_loss(  # pylint: disable=protected-access
+        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+    )
+    model._loss_tracker.update_state(  # pylint: disable=protected-access
+        loss_module.unscale_loss_for_distribution(loss), sample_weight=batch_size
+    )
+    return loss
+
+
+def scale_loss(model, loss):
+    """Keras 3 scales the loss for mixed precision and distribution inside the tape."""
+    return loss if IS_LEGACY else model.optimizer.scale_loss(loss)
+
+
+def apply_gradients(model, tape, loss):
+    """One optimizer step on the model's trainable weights (tf_keras's minimize scales itself)."""
+    if IS_LEGACY:
+        model.optimizer.minimize(loss, model.trainable_variables, tape=tape)
+        return
+    weights = model.trainable_weights
+    model.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
 
 
 def register_serializable(cls):

@@ -176,6 +176,57 @@ class AttackConfig:
         return "fgsm" if self.kind == AttackKind.FGSM else f"pgd{self.steps}"
 
 
+class Sampling(str, enum.Enum):
+    """How training draws lam: per example with a clean quota (OAT's default), or one per batch."""
+
+    ELEMENT = "element"
+    BATCH = "batch"
+
+
+OAT_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialConfig:
+    """Once-for-all adversarial training: the attack and how lam is drawn.
+
+    Attributes:
+      attack: the `AttackConfig` that makes x_adv (through the path being trained).
+      lambdas: the trade-off values training draws from; must include 0 (OAT's set by default).
+      sampling: "element" (default): in each batch exactly ceil(clean_share * B)
+        examples get lam = 0 and the rest draw uniformly from the non-zero values;
+        "batch": one value for the whole batch, uniform over `lambdas`.
+      clean_share: the lam = 0 quota for "element" sampling (OAT: 1/6).
+      seed: seed of the lam draws (with the optimizer step: a resumed run draws the same).
+    """
+
+    attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
+    lambdas: tuple = OAT_LAMBDAS
+    sampling: Sampling = Sampling.ELEMENT
+    clean_share: float = 1 / 6
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.attack, AttackConfig):
+            raise TypeError(f"`attack` must be an AttackConfig. Received: {type(self.attack).__name__}")
+        if isinstance(self.lambdas, (str, bytes)) or not hasattr(self.lambdas, "__iter__"):
+            raise TypeError(f"`lambdas` must be a sequence of numbers in [0, 1]. Received: {self.lambdas!r}")
+        lambdas = tuple(sorted({check_tradeoff(v, "lambdas[i]") for v in self.lambdas}))
+        if 0.0 not in lambdas or len(lambdas) < 2:
+            raise ValueError(
+                "`lambdas` must contain 0 (the clean path) and at least one value > 0. "
+                f"Received: lambdas={self.lambdas!r}"
+            )
+        object.__setattr__(self, "lambdas", lambdas)
+        object.__setattr__(self, "sampling", coerce_enum(Sampling, self.sampling, "sampling"))
+        if isinstance(self.clean_share, bool) or not isinstance(self.clean_share, numbers.Real) or not (
+            0.0 <= self.clean_share <= 1.0
+        ):
+            raise ValueError(f"`clean_share` must be in [0, 1]. Received: clean_share={self.clean_share!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise TypeError(f"`seed` must be an int. Received: seed={self.seed!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class MaskConfig:
     """How `design_masks` builds masks.

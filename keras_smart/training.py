@@ -1,9 +1,37 @@
-"""SmartModel: the Functional model that owns the shared trade-off its conditional layers read."""
+"""SmartModel: the Functional model that owns the shared trade-off and trains once-for-all.
+
+Once-for-all adversarial training (OAT's recipe, for every method) lives in
+`train_step`, in the graph:
+
+1. draw lam per example (`config.AdversarialConfig`), from a stateless RNG keyed
+   by the optimizer step, so that a resumed run draws what it would have drawn;
+2. split the batch into groups that share a computation: by path (lam = 0 vs
+   lam > 0) when only the path matters (SMART switch mode, OAT, whose FiLM takes
+   per-example lam), by lam value when kernels depend on lam itself (noise,
+   blend); empty groups are harmless;
+3. per group, with the layers reading that group's lam: make x_adv through that
+   path (batch-norm statistics frozen), forward x and x_adv in training mode;
+4. loss = mean over the batch of (1 - lam) * L(x) + lam * L(x_adv), through the
+   user's compiled loss (sample weights honoured, regularization counted once);
+   compiled metrics see the clean predictions; "adv_accuracy" the adversarial ones.
+"""
+
+import tensorflow as tf
 
 from keras_smart import _compat
+from keras_smart import attacks
+from keras_smart import config as config_lib
 from keras_smart.layers import base
+from keras_smart.layers import conditional_kernel as ck
 
 keras = _compat.keras
+
+
+class _Untracked:
+    """Holds objects Keras must not track (in tf_keras a tracked metric becomes a model weight)."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
 
 
 @_compat.register_serializable
@@ -13,6 +41,9 @@ class SmartModel(keras.Model):
     `keras_smart.convert` returns one. The trade-off lam is a non-trainable
     model weight named "tradeoff": `set_tradeoff` assigns it without retracing,
     `.keras` files and `get_weights`/`set_weights` carry it.
+
+    `fit` trains it the ordinary way until adversarial training is enabled, by
+    `keras_smart.callbacks.AdversarialCallback` (or `enable_adversarial`).
 
     Its constructor has Functional's exact signature (the flavour's own), so
     `.keras` loading, `keras.models.clone_model` and TF-MOT wrapping rebuild a
@@ -40,6 +71,11 @@ class SmartModel(keras.Model):
         self._tradeoff = self.add_weight(
             name="tradeoff", shape=(), initializer="zeros", trainable=False
         )
+        self._adversarial = _Untracked(
+            config=None,
+            eps=tf.Variable(1.0, trainable=False, name="adversarial_eps"),
+            accuracy=keras.metrics.Mean(name="adv_accuracy"),
+        )
         self.bind_layers()
 
     @property
@@ -55,3 +91,145 @@ class SmartModel(keras.Model):
         """Makes every conditional layer read this model's trade-off variable."""
         for layer in self.conditional_layers():
             layer.bind_tradeoff(self._tradeoff)
+
+    # --- adversarial training -------------------------------------------------------------------
+
+    @property
+    def adversarial_config(self):
+        """The `AdversarialConfig` `fit` trains with, or None (ordinary training)."""
+        return self._adversarial.config
+
+    @property
+    def adversarial_eps(self):
+        """The variable holding the attack budget in use (an eps schedule assigns it)."""
+        return self._adversarial.eps
+
+    def enable_adversarial(self, adversarial_config):
+        """Makes `fit` train once-for-all with `adversarial_config` (retraces the train step)."""
+        if not isinstance(adversarial_config, config_lib.AdversarialConfig):
+            raise TypeError(
+                "`adversarial_config` must be a keras_smart.config.AdversarialConfig. "
+                f"Received: {type(adversarial_config).__name__}"
+            )
+        self._adversarial.config = adversarial_config
+        self._adversarial.eps.assign(adversarial_config.attack.eps)
+        self.train_function = None
+
+    def disable_adversarial(self):
+        self._adversarial.config = None
+        self.train_function = None
+
+    @property
+    def metrics(self):
+        metrics = list(super().metrics)
+        if self._adversarial.config is not None:
+            metrics.append(self._adversarial.accuracy)
+        return metrics
+
+    def _groups_by_value(self):
+        """True when some kernel depends on lam itself, not only on the path lam selects."""
+        return any(
+            isinstance(l, ck.ConditionalKernel)
+            and (l.noisy or getattr(l, "tradeoff_mode", None) == config_lib.TradeoffMode.BLEND.value)
+            for l in self.conditional_layers()
+        )
+
+    def sample_tradeoffs(self, batch_size):
+        """lam for each example of a batch, per the adversarial config (a float32 vector)."""
+        adversarial = self._adversarial.config
+        lambdas = tf.constant(adversarial.lambdas, tf.float32)
+        seed = tf.stack([tf.constant(adversarial.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        if adversarial.sampling == config_lib.Sampling.BATCH:
+            index = tf.random.stateless_uniform([], seed, maxval=len(adversarial.lambdas), dtype=tf.int32)
+            return tf.fill([batch_size], tf.gather(lambdas, index))
+        nonzero = lambdas[1:]
+        index = tf.random.stateless_uniform([batch_size], seed, maxval=len(adversarial.lambdas) - 1, dtype=tf.int32)
+        clean = tf.cast(tf.math.ceil(adversarial.clean_share * tf.cast(batch_size, tf.float32)), tf.int32)
+        return tf.where(tf.range(batch_size) < clean, 0.0, tf.gather(nonzero, index))
+
+    def _attack(self, x, y, bn_mode):
+        attack = self._adversarial.config.attack
+        training = bn_mode == config_lib.BatchNormMode.TRAIN
+
+        def model_fn(inputs):
+            with base.frozen_statistics():
+                return self(inputs, training=training)
+
+        return attacks.run(attack, model_fn, x, y, eps=self._adversarial.eps)
+
+    def train_step(self, data):
+        if self._adversarial.config is None:
+            return super().train_step(data)
+        adversarial = self._adversarial.config
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        batch_size = tf.shape(x)[0]
+        if sample_weight is None:
+            sample_weight = tf.ones([batch_size], tf.float32)
+        sample_weight = tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        lam = self.sample_tradeoffs(batch_size)
+
+        if self._groups_by_value():
+            table = tf.constant(adversarial.lambdas, tf.float32)
+            group_ids = tf.cast(tf.argmin(tf.abs(lam[:, None] - table[None, :]), axis=1), tf.int32)
+            group_lams = list(adversarial.lambdas)
+        else:
+            group_ids = tf.cast(lam > 0.0, tf.int32)
+            group_lams = [0.0, None]  # None: the group's per-example lam
+        num_groups = len(group_lams)
+        indices = tf.dynamic_partition(tf.range(batch_size), group_ids, num_groups)
+        parts = {
+            name: tf.dynamic_partition(value, group_ids, num_groups)
+            for name, value in (("x", x), ("y", y), ("w", sample_weight), ("lam", lam))
+        }
+
+        output = self.outputs[0]
+
+        def nothing():
+            return tf.zeros([0] + list(output.shape[1:]), output.dtype)
+
+        with tf.GradientTape() as tape:
+            clean_preds, preds, targets, weights = [], [], [], []
+            for g, group_lam in enumerate(group_lams):
+                x_g, y_g, w_g, lam_g = (parts[k][g] for k in ("x", "y", "w", "lam"))
+                attacked = group_lam != 0.0
+
+                def forward(x_g=x_g, y_g=y_g, lam_g=lam_g, group_lam=group_lam, attacked=attacked):
+                    with base.tradeoff_override(lam_g if group_lam is None else group_lam):
+                        clean = self(x_g, training=True)
+                        if not attacked:
+                            return clean, nothing()
+                        x_adv = self._attack(x_g, y_g, adversarial.attack.bn_mode)
+                        return clean, self(x_adv, training=True)
+
+                # An empty group is skipped: TF's CPU convolution mis-shapes a batch of 0.
+                clean, adv = tf.cond(tf.size(lam_g) > 0, forward, lambda: (nothing(), nothing()))
+                clean_preds.append(clean)
+                preds.append(clean)
+                targets.append(y_g)
+                weights.append((1.0 - lam_g) * w_g)
+                if attacked:
+                    preds.append(adv)
+                    targets.append(y_g)
+                    weights.append(lam_g * w_g)
+                    self._update_adv_accuracy(y_g, adv, w_g)
+            # The compiled loss averages over every row it sees (clean and adversarial);
+            # rescale so that the result is the per-example mean over the batch.
+            rows = tf.add_n([tf.shape(p)[0] for p in preds])
+            scale = tf.cast(rows, tf.float32) / tf.cast(batch_size, tf.float32)
+            loss = _compat.training_loss(
+                self,
+                x,
+                tf.concat(targets, 0),
+                tf.concat(preds, 0),
+                tf.concat(weights, 0) * scale,
+                batch_size,
+            )
+            scaled = _compat.scale_loss(self, loss)
+        _compat.apply_gradients(self, tape, scaled)
+        clean_in_order = tf.dynamic_stitch(indices, clean_preds)
+        return self.compute_metrics(x, y, clean_in_order, sample_weight)
+
+    def _update_adv_accuracy(self, y, pred, weight):
+        labels = tf.argmax(y, -1) if y.shape.rank == pred.shape.rank else tf.reshape(y, [-1])
+        correct = tf.cast(tf.equal(tf.cast(labels, tf.int64), tf.argmax(pred, -1)), tf.float32)
+        self._adversarial.accuracy.update_state(correct, sample_weight=weight)

@@ -5,6 +5,7 @@ import keras_smart
 
 def test_public_api_is_pinned():
     assert keras_smart.__all__ == [
+        "AdversarialConfig",
         "AttackConfig",
         "KERAS_FLAVOUR",
         "MaskConfig",
@@ -14,8 +15,10 @@ def test_public_api_is_pinned():
         "TradeoffMode",
         "__version__",
         "attacks",
+        "callbacks",
         "convert",
         "count_nonzero",
+        "data",
         "design_masks",
         "get_masks",
         "get_tradeoff",

@@ -18,3 +18,163 @@ def test_every_conditional_layer_reads_the_same_variable_including_nested_ones()
     assert {l.name for l in layers} >= {"inner_fc", "inner_bn", "block_fc", "head"}
     keras_smart.set_tradeoff(smart, 0.6)
     assert {round(float(l.current_tradeoff()), 6) for l in layers} == {0.6}
+
+
+# --- once-for-all adversarial training ------------------------------------------------------------
+
+import math  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_smart import layers as cl  # noqa: E402
+from tests.models import keras  # noqa: E402
+
+
+def _mlp(method="smart", **options):
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(12, activation="tanh", name="fc1")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc2")(h))
+    smart = keras_smart.convert(model, method, **options)
+    if method in ("smart", "floats"):
+        keras_smart.design_masks(smart, score="random", density=(0.6, 0.6) if method == "smart" else 0.6, seed=0)
+    smart.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return smart
+
+
+def _fgsm_config(**kwargs):
+    return keras_smart.AdversarialConfig(attack=keras_smart.AttackConfig(kind="fgsm", eps=0.1), **kwargs)
+
+
+@pytest.mark.parametrize("sampling", ["element", "batch"])
+def test_lam_sampling_follows_the_oat_recipe(sampling):
+    smart = _mlp()
+    smart.enable_adversarial(_fgsm_config(sampling=sampling))
+    lam = smart.sample_tradeoffs(24).numpy()
+    assert set(lam) <= set(np.float32(keras_smart.config.OAT_LAMBDAS))
+    if sampling == "element":
+        assert np.sum(lam == 0) == math.ceil(24 / 6) and np.all(lam[:4] == 0)
+        assert len(set(lam[4:])) > 1
+    else:
+        assert len(set(lam)) == 1
+    np.testing.assert_array_equal(lam, smart.sample_tradeoffs(24).numpy())  # same optimizer step
+    smart.optimizer.iterations.assign_add(1)
+    assert not np.array_equal(lam, smart.sample_tradeoffs(24).numpy()) or sampling == "batch"
+
+
+@pytest.mark.parametrize("method, options", [("smart", {}), ("float", {"seed": 1}), ("oat", {})])
+def test_train_step_loss_is_the_oat_objective(method, options):
+    smart = _mlp(method, **options)
+    models.randomize_conditional_state(smart, seed=4)
+    for layer in smart.conditional_layers():
+        if getattr(layer, "noisy", False):
+            layer.kernel_noise_scale.assign(0.0)  # deterministic, so the reference can recompute it
+    config = _fgsm_config()
+    smart.enable_adversarial(config)
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 6)).astype("float32")
+    y = rng.integers(0, 3, 24)
+    w = rng.random(24).astype("float32")
+    lam = smart.sample_tradeoffs(24).numpy()
+
+    total = 0.0
+    for i in range(24):
+        with cl.tradeoff_override(float(lam[i])):
+            xi, yi = x[i : i + 1], y[i : i + 1]
+            ce = lambda inputs: float(  # noqa: E731
+                tf.nn.sparse_softmax_cross_entropy_with_logits(yi, smart(inputs, training=False))[0]
+            )
+            x_adv = keras_smart.attacks.fgsm(lambda t: smart(t, training=False), xi, yi, eps=0.1)
+            total += w[i] * ((1 - lam[i]) * ce(xi) + lam[i] * (ce(x_adv) if lam[i] > 0 else 0.0))
+    expected = total / 24
+
+    history = smart.fit(x, y, sample_weight=w, batch_size=24, epochs=1, shuffle=False, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(expected, rel=1e-5)
+    assert "adv_accuracy" in history.history
+
+
+def test_fit_trains_adversarially_only_with_the_callback():
+    smart = _mlp()
+    x = np.random.default_rng(0).random((16, 6)).astype("float32")
+    y = np.arange(16) % 3
+    logs = smart.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=1, verbose=0).history
+    assert "adv_accuracy" not in logs
+    callback = keras_smart.callbacks.AdversarialCallback(attack=keras_smart.AttackConfig(eps=0.1, steps=2), eps_schedule=2)
+    logs = smart.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback]).history
+    assert "adv_accuracy" in logs and logs["adv_eps"] == pytest.approx([0.05, 0.1])
+    assert smart.adversarial_config is None  # switched off again after fit
+    assert "adv_accuracy" not in smart.fit(x, y, epochs=1, verbose=0).history
+
+
+def test_attack_steps_leave_batch_norm_statistics_alone():
+    bn = cl.DualBatchNormalization()
+    x = tf.random.normal((4, 3, 3, 2), 5.0)
+    with keras_smart.layers.base.frozen_statistics():
+        bn(x, training=True)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), 0.0)
+    bn(x, training=True)
+    assert np.all(bn.moving_mean.numpy() != 0.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, fragment",
+    [
+        ({"lambdas": (0.0, 1.5)}, ValueError, r"must be in \[0, 1\]"),
+        ({"lambdas": (0.2, 1.0)}, ValueError, "must contain 0"),
+        ({"lambdas": (0.0,)}, ValueError, "at least one value > 0"),
+        ({"sampling": "epoch"}, ValueError, "Unknown `sampling`"),
+        ({"eps_schedule": 0}, ValueError, "`eps_schedule` must be"),
+        ({"attack": "pgd"}, TypeError, "must be an AttackConfig"),
+    ],
+)
+def test_bad_adversarial_settings_are_rejected(kwargs, error, fragment):
+    with pytest.raises(error, match=fragment):
+        keras_smart.callbacks.AdversarialCallback(**kwargs)
+
+
+def test_adversarial_callback_needs_a_smart_model():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    model.compile("sgd", "mse")
+    with pytest.raises(TypeError, match="trains a SmartModel"):
+        model.fit(np.zeros((4, 6)), np.zeros((4, 3)), verbose=0, callbacks=[keras_smart.callbacks.AdversarialCallback()])
+
+
+def _digits_cnn():
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(16, 3, strides=2, padding="same")(inputs)
+    h = keras.layers.BatchNormalization(momentum=0.9)(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.Conv2D(32, 3, strides=2, padding="same")(h)
+    h = keras.layers.BatchNormalization(momentum=0.9)(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(64, activation="relu")(h)
+    return keras.Model(inputs, keras.layers.Dense(10)(h))
+
+
+@pytest.mark.slow
+def test_once_for_all_training_on_the_digits_spans_the_tradeoff():
+    x, y = keras_smart.data.digits("train")
+    x_test, y_test = keras_smart.data.digits("test")
+    smart = keras_smart.convert(_digits_cnn(), "smart")
+    smart.compile(
+        keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    eps = 0.3
+    # Two experts (SMART's switch mode): half of each batch trains the clean path.
+    callback = keras_smart.callbacks.AdversarialCallback(
+        attack=keras_smart.AttackConfig(eps=eps, steps=5, step_size=0.1),
+        lambdas=(0.0, 1.0),
+        clean_share=0.5,
+        eps_schedule=2,
+    )
+    smart.fit(x, y, batch_size=64, epochs=5, verbose=0, callbacks=[callback])
+    pgd20 = keras_smart.AttackConfig(eps=eps, steps=20, step_size=0.025)
+    acc = keras_smart.callbacks.tradeoff_accuracies(smart, x_test, y_test, (0.0, 1.0), pgd20)
+    assert acc["pgd20_acc@1"] >= acc["pgd20_acc@0"] + 0.3, acc
+    # On digits, adversarial training costs little clean accuracy in a run this short: the two
+    # paths' clean accuracies are within sampling error (one standard error ~0.6 points on
+    # 1,000 test digits), so the clean path must not trail by more than two of them.
+    assert acc["clean_acc@0"] >= acc["clean_acc@1"] - 0.012, acc
+    assert acc["clean_acc@0"] >= 0.93, acc

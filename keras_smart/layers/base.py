@@ -57,6 +57,24 @@ def noise_enabled():
     return not getattr(_STATE, "noise_off", False)
 
 
+@contextlib.contextmanager
+def frozen_statistics():
+    """Keeps dual batch-norm moving statistics still, also in training mode (attack steps).
+
+    Read at trace time, like the other scopes here.
+    """
+    previous = getattr(_STATE, "frozen", False)
+    _STATE.frozen = True
+    try:
+        yield
+    finally:
+        _STATE.frozen = previous
+
+
+def statistics_frozen():
+    return getattr(_STATE, "frozen", False)
+
+
 class _VariableReference:
     """Holds the model's trade-off variable so that Keras does not track it as a layer weight."""
 
@@ -100,11 +118,19 @@ class ConditionalLayer:
         """Makes this layer read `variable` as its trade-off (done by `SmartModel`)."""
         self._tradeoff_reference = _VariableReference(variable)
 
-    def current_tradeoff(self):
-        """The trade-off this call computes with, as a float32 scalar tensor."""
+    def current_tradeoff(self, per_sample=False):
+        """The trade-off this call computes with, as a float32 tensor.
+
+        Training may override lam with one value per example of a batch group
+        that shares a path; layers that cannot use per-example values (kernels,
+        batch-norm) get the group's value, `per_sample=True` layers (FiLM) the vector.
+        """
         override = getattr(_STATE, "tradeoff", None)
         if override is not None:
-            return tf.cast(override, tf.float32)
+            lam = tf.cast(override, tf.float32)
+            if lam.shape.rank and not per_sample:
+                lam = tf.reduce_max(lam)  # one path per group (-inf for an empty group: clean)
+            return lam
         reference = getattr(self, "_tradeoff_reference", None)
         if reference is None:
             return tf.constant(0.0, tf.float32)

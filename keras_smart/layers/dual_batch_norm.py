@@ -111,10 +111,8 @@ class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalizat
         reduction_axes = [i for i in range(rank) if i != axis]
         if training and self.trainable:
             mean, variance = tf.nn.moments(x, reduction_axes)
-            for stat, batch_value in (("moving_mean", mean), ("moving_variance", variance)):
-                for variable, weight in ((getattr(self, stat), 1.0 - a), (getattr(self, ADV_PREFIX + stat), a)):
-                    moved = variable * self.momentum + batch_value * (1.0 - self.momentum)
-                    variable.assign(weight * moved + (1.0 - weight) * variable)
+            if not base.statistics_frozen():
+                self._move_statistics(mean, variance, a, nonempty=tf.size(x) > 0)
         else:
             mean = self._routed("moving_mean", a)
             variance = self._routed("moving_variance", a)
@@ -140,6 +138,13 @@ class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalizat
             gamma = None if gamma is None else tf.reshape(gamma, shape)
             beta = None if beta is None else tf.reshape(beta, shape)
         return tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
+
+    def _move_statistics(self, mean, variance, a, nonempty):
+        """Moves the active set's moving statistics towards the batch's (an empty batch moves none)."""
+        for stat, batch_value in (("moving_mean", mean), ("moving_variance", variance)):
+            for variable, weight in ((getattr(self, stat), 1.0 - a), (getattr(self, ADV_PREFIX + stat), a)):
+                moved = variable * self.momentum + batch_value * (1.0 - self.momentum)
+                variable.assign(tf.where(nonempty, weight * moved + (1.0 - weight) * variable, variable))
 
     def call(self, inputs, training=None, mask=None):
         _check_no_mask(self, mask)

@@ -120,9 +120,8 @@ class FiLMDualBatchNormalization(dual_batch_norm.DualBatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         dual_batch_norm._check_no_mask(self, mask)  # pylint: disable=protected-access
-        lam = self.current_tradeoff()
-        # A call computes one path (training groups a batch by path); FiLM may take per-sample lam.
-        x = self.normalize(inputs, training, tf.reduce_max(lam))
+        lam = self.current_tradeoff(per_sample=True)
+        x = self.normalize(inputs, training, self.current_tradeoff())
         gamma, beta = self.film(lam)
         rank = x.shape.rank
         shape = [-1] + [1] * (rank - 1)

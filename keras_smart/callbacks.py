@@ -1,0 +1,130 @@
+"""Callbacks: AdversarialCallback turns on once-for-all adversarial training inside `fit`."""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from keras_smart import _compat
+from keras_smart import attacks
+from keras_smart import config as config_lib
+from keras_smart import training
+
+keras = _compat.keras
+
+
+class AdversarialCallback(keras.callbacks.Callback):
+    """Trains a SmartModel once-for-all inside `fit`: OAT's recipe, in-graph attacks.
+
+    Args:
+      attack: the training attack, an `AttackConfig` (default: PGD-7, eps 8/255).
+      lambdas: trade-off values to train (must include 0); default OAT's
+        (0, .1, .2, .3, .4, 1).
+      sampling: "element" (per example, ceil(clean_share * B) clean) or "batch".
+      clean_share: the lam = 0 quota of "element" sampling (OAT: 1/6).
+      eps_schedule: None (constant eps); an int n (linear warm-up: epoch e trains
+        with eps * min(1, (e + 1) / n)); or a callable `(epoch, eps) -> eps`.
+      evaluate: optional `(x, y)` arrays: at each epoch end, clean and attack
+        accuracy at each of `evaluate_tradeoffs` go into the logs as
+        "clean_acc@<lam>" and "<attack>_acc@<lam>" (History, TensorBoard).
+      evaluate_tradeoffs: trade-offs for `evaluate` (default (0.0, 1.0)).
+      evaluate_attack: the attack for `evaluate` (default: `attack`).
+      seed: seed of the lam draws.
+
+    Example:
+      >>> model.fit(ds, epochs=5, callbacks=[keras_smart.callbacks.AdversarialCallback(
+      ...     attack=keras_smart.AttackConfig(eps=0.3, steps=10, step_size=0.05), eps_schedule=2)])
+    """
+
+    def __init__(
+        self,
+        attack=None,
+        lambdas=config_lib.OAT_LAMBDAS,
+        sampling="element",
+        clean_share=1 / 6,
+        eps_schedule=None,
+        evaluate=None,
+        evaluate_tradeoffs=(0.0, 1.0),
+        evaluate_attack=None,
+        seed=0,
+    ):
+        super().__init__()
+        self.config = config_lib.AdversarialConfig(
+            attack=attack if attack is not None else config_lib.AttackConfig(),
+            lambdas=lambdas,
+            sampling=sampling,
+            clean_share=clean_share,
+            seed=seed,
+        )
+        if eps_schedule is not None and not callable(eps_schedule) and (
+            isinstance(eps_schedule, bool) or not isinstance(eps_schedule, numbers.Integral) or eps_schedule < 1
+        ):
+            raise ValueError(
+                "`eps_schedule` must be None, an int >= 1 (warm-up epochs) or a callable "
+                f"(epoch, eps) -> eps. Received: eps_schedule={eps_schedule!r}"
+            )
+        self.eps_schedule = eps_schedule
+        self.evaluate = evaluate
+        self.evaluate_tradeoffs = tuple(config_lib.check_tradeoff(t, "evaluate_tradeoffs[i]") for t in evaluate_tradeoffs)
+        self.evaluate_attack = evaluate_attack or self.config.attack
+
+    def eps_at(self, epoch):
+        """The attack budget for `epoch` (0-based)."""
+        eps = self.config.attack.eps
+        if self.eps_schedule is None:
+            return eps
+        if callable(self.eps_schedule):
+            return float(self.eps_schedule(epoch, eps))
+        return eps * min(1.0, (epoch + 1) / self.eps_schedule)
+
+    def on_train_begin(self, logs=None):
+        if not isinstance(self.model, training.SmartModel):
+            raise TypeError(
+                "AdversarialCallback trains a SmartModel (what keras_smart.convert returns). "
+                f"Received: {type(self.model).__name__}"
+            )
+        self.model.enable_adversarial(self.config)
+        self.model.make_train_function(force=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        eps = self.eps_at(epoch)
+        if not eps > 0:
+            raise ValueError(f"The eps schedule gave eps={eps} at epoch {epoch}; it must be > 0.")
+        self.model.adversarial_eps.assign(eps)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["adv_eps"] = float(self.model.adversarial_eps.numpy())
+        if self.evaluate is None or logs is None:
+            return
+        logs.update(tradeoff_accuracies(self.model, *self.evaluate, self.evaluate_tradeoffs, self.evaluate_attack))
+
+    def on_train_end(self, logs=None):
+        self.model.disable_adversarial()
+
+
+def tradeoff_accuracies(model, x, y, tradeoffs, attack, batch_size=256):
+    """{"clean_acc@lam": ..., "<attack>_acc@lam": ...} of `model` on arrays (x, y) at each lam.
+
+    The attack runs through the path being measured, batch-norm in inference
+    mode; the model's trade-off is restored afterwards.
+    """
+    previous = float(model.tradeoff_variable.numpy())
+    attack_fn = tf.function(lambda xb, yb: attacks.run(attack, lambda t: model(t, training=False), xb, yb))
+    predict = tf.function(lambda xb: model(xb, training=False))
+    results = {}
+    try:
+        for lam in tradeoffs:
+            model.tradeoff_variable.assign(lam)
+            clean = adv = 0
+            for start in range(0, len(x), batch_size):
+                xb = tf.constant(x[start : start + batch_size])
+                yb = tf.constant(y[start : start + batch_size])
+                labels = np.asarray(yb).reshape(-1)
+                clean += int(np.sum(np.argmax(predict(xb).numpy(), -1) == labels))
+                adv += int(np.sum(np.argmax(predict(attack_fn(xb, yb)).numpy(), -1) == labels))
+            results[f"clean_acc@{lam:g}"] = clean / len(x)
+            results[f"{attack.name}_acc@{lam:g}"] = adv / len(x)
+    finally:
+        model.tradeoff_variable.assign(previous)
+    return results
