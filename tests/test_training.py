@@ -178,3 +178,65 @@ def test_once_for_all_training_on_the_digits_spans_the_tradeoff():
     # 1,000 test digits), so the clean path must not trail by more than two of them.
     assert acc["clean_acc@0"] >= acc["clean_acc@1"] - 0.012, acc
     assert acc["clean_acc@0"] >= 0.93, acc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["smart", "float"])
+def test_training_under_mirrored_strategy_on_two_cpu_devices(method):
+    import json  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, os.path.join(root, "tests", "scripts", "mirrored_training.py"), method],
+        capture_output=True, text=True, env=env, timeout=300, check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert all(math.isfinite(v) for v in result["loss"]) and result["loss"][1] < result["loss"][0]
+    assert result["clean_stats_moved"] and result["adv_stats_moved"]
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("interrupted")
+
+
+def test_backup_and_restore_resumes_where_training_stopped(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 6)).astype("float32")
+    y = rng.integers(0, 3, 32)
+
+    def run(interrupt):
+        keras.utils.set_random_seed(0)
+        smart = _mlp()
+        smart.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        keras_smart.set_tradeoff(smart, 0.3)
+        attack = keras_smart.AttackConfig(eps=0.1, steps=2, random_start=False)
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(tmp_path / ("backup" if interrupt else "straight"))),
+            keras_smart.callbacks.AdversarialCallback(attack=attack, eps_schedule=2),
+        ]
+        if interrupt:
+            with pytest.raises(RuntimeError, match="interrupted"):
+                smart.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False, callbacks=callbacks + [_Interrupt()])
+            # A fresh process rebuilds the model; masks and trade-off must come back from the backup.
+            smart = _mlp()
+            keras_smart.design_masks(smart, score="random", density=0.6, seed=5)
+            smart.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = smart.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False, callbacks=callbacks)
+        return smart, history.history
+
+    straight, straight_logs = run(interrupt=False)
+    resumed, resumed_logs = run(interrupt=True)
+    assert len(resumed_logs["loss"]) == 2  # epochs 1 and 2 only
+    assert resumed_logs["adv_eps"] == pytest.approx(straight_logs["adv_eps"][1:])
+    assert keras_smart.get_tradeoff(resumed) == pytest.approx(0.3)
+    assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy())
+    np.testing.assert_array_equal(keras_smart.get_masks(resumed)["fc1"]["kernel_adv_mask"], keras_smart.get_masks(straight)["fc1"]["kernel_adv_mask"])
+    for a, b in zip(resumed.get_weights(), straight.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
