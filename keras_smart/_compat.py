@@ -18,11 +18,15 @@ else:
 
 FLAVOUR = "tf_keras" if IS_LEGACY else "keras3"
 
+# add_weight's keyword that keeps a float32 weight float32 under mixed precision.
+NO_AUTOCAST = {"experimental_autocast": False} if IS_LEGACY else {"autocast": False}
+
 # The attribute (and weight name) of DepthwiseConv2D's kernel differs between the flavours.
 DEPTHWISE_KERNEL = "depthwise_kernel" if IS_LEGACY else "kernel"
 
 __all__ = [
     "DEPTHWISE_KERNEL",
+    "NO_AUTOCAST",
     "FLAVOUR",
     "Functional",
     "IS_LEGACY",

@@ -83,6 +83,11 @@ class AdversarialCallback(keras.callbacks.Callback):
                 "AdversarialCallback trains a SmartModel (what keras_smart.convert returns). "
                 f"Received: {type(self.model).__name__}"
             )
+        if getattr(self.model, "jit_compile", False) is True:
+            raise ValueError(
+                "Adversarial training splits each batch into trade-off groups of data-dependent size, "
+                "which XLA cannot compile. Compile the model with jit_compile=False."
+            )
         self.model.enable_adversarial(self.config)
         self.model.make_train_function(force=True)
 

@@ -240,3 +240,35 @@ def test_backup_and_restore_resumes_where_training_stopped(tmp_path):
     np.testing.assert_array_equal(keras_smart.get_masks(resumed)["fc1"]["kernel_adv_mask"], keras_smart.get_masks(straight)["fc1"]["kernel_adv_mask"])
     for a, b in zip(resumed.get_weights(), straight.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _small_conv(method):
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    h = keras.layers.Flatten()(keras.layers.BatchNormalization()(h))
+    return keras_smart.convert(keras.Model(inputs, keras.layers.Dense(3, dtype="float32")(h)), method)
+
+
+@pytest.mark.parametrize("method", ["smart", "oat", "float"])
+@pytest.mark.parametrize("setting", ["steps_per_execution", "mixed_float16"])
+def test_adversarial_fit_with_steps_per_execution_and_mixed_precision(method, setting):
+    policy = keras.mixed_precision.global_policy()
+    try:
+        if setting == "mixed_float16":
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        smart = _small_conv(method)
+        compile_options = {"steps_per_execution": 2} if setting == "steps_per_execution" else {}
+        smart.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_options)
+        x = np.random.default_rng(0).random((32, 8, 8, 1)).astype("float32")
+        callback = keras_smart.callbacks.AdversarialCallback(attack=keras_smart.AttackConfig(eps=0.1, steps=2))
+        history = smart.fit(x, np.arange(32) % 3, batch_size=8, epochs=2, verbose=0, callbacks=[callback]).history
+        assert all(math.isfinite(v) for v in history["loss"]) and history["loss"][1] < history["loss"][0]
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def test_jit_compile_is_refused_with_a_way_forward():
+    smart = _small_conv("smart")
+    smart.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+    with pytest.raises(ValueError, match="XLA cannot compile.*jit_compile=False"):
+        smart.fit(np.zeros((8, 8, 8, 1)), np.zeros(8), verbose=0, callbacks=[keras_smart.callbacks.AdversarialCallback()])

@@ -67,9 +67,9 @@ class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalizat
             clean = getattr(self, name, None)
             if clean is None:
                 continue
-            kwargs = {}
+            kwargs = dict(_compat.NO_AUTOCAST)  # like BatchNormalization's own weights
             if _compat.IS_LEGACY:  # tf_keras keeps moving statistics as ON_READ, MEAN variables.
-                kwargs = {"synchronization": clean.synchronization, "aggregation": clean.aggregation}
+                kwargs.update(synchronization=clean.synchronization, aggregation=clean.aggregation)
             setattr(
                 self,
                 ADV_PREFIX + name,

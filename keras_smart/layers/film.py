@@ -92,6 +92,7 @@ class FiLMDualBatchNormalization(dual_batch_norm.DualBatchNormalization):
                 shape=(len(self.film_lambdas), code_size),
                 initializer=keras.initializers.Constant(q.T.astype("float32")),
                 trainable=False,
+                **_compat.NO_AUTOCAST,
             )
         shapes = {
             "film_kernel_1": ((code_size, 2 * channels), keras.initializers.GlorotUniform(self.seed)),
@@ -100,7 +101,13 @@ class FiLMDualBatchNormalization(dual_batch_norm.DualBatchNormalization):
             "film_bias_2": ((2 * channels,), "zeros"),
         }
         for name, (shape, initializer) in shapes.items():
-            setattr(self, name, self.add_weight(name=name, shape=shape, initializer=initializer, trainable=True))
+            setattr(
+                self,
+                name,
+                self.add_weight(
+                    name=name, shape=shape, initializer=initializer, trainable=True, **_compat.NO_AUTOCAST
+                ),
+            )
 
     def encode(self, lam):
         """lam (scalar or per-sample vector) -> a (n, code) batch of FiLM inputs."""
