@@ -18,7 +18,7 @@ _EXTRAS = {
     "litert": ["ai-edge-litert>=1.0"],
     "eval": ["cleverhans>=4.0", "adversarial-robustness-toolbox>=1.17"],
 }
-_EXTRAS["test"] = sorted({"pytest>=7", "mlxtend>=0.23", *_EXTRAS["tfmot"]})
+_EXTRAS["test"] = sorted({"pytest>=7", "mlxtend>=0.23", "cleverhans>=4.0", *_EXTRAS["tfmot"]})
 _EXTRAS["all"] = sorted({dep for deps in _EXTRAS.values() for dep in deps})
 
 setuptools.setup(
