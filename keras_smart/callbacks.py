@@ -111,12 +111,17 @@ class AdversarialCallback(keras.callbacks.Callback):
 def tradeoff_accuracies(model, x, y, tradeoffs, attack, batch_size=256):
     """{"clean_acc@lam": ..., "<attack>_acc@lam": ...} of `model` on arrays (x, y) at each lam.
 
+    `y` holds integer labels or one-hot rows.
+
     The attack runs through the path being measured, batch-norm in inference
     mode; the model's trade-off is restored afterwards.
     """
     previous = float(model.tradeoff_variable.numpy())
-    attack_fn = tf.function(lambda xb, yb: attacks.run(attack, lambda t: model(t, training=False), xb, yb))
-    predict = tf.function(lambda xb: model(xb, training=False))
+    attack_fn = tf.function(
+        lambda xb, yb: attacks.run(attack, lambda t: model(t, training=False), xb, yb), reduce_retracing=True
+    )
+    predict = tf.function(lambda xb: model(xb, training=False), reduce_retracing=True)
+    labels_all = np.argmax(y, -1) if np.ndim(y) > 1 else np.reshape(y, [-1])
     results = {}
     try:
         for lam in tradeoffs:
@@ -125,7 +130,7 @@ def tradeoff_accuracies(model, x, y, tradeoffs, attack, batch_size=256):
             for start in range(0, len(x), batch_size):
                 xb = tf.constant(x[start : start + batch_size])
                 yb = tf.constant(y[start : start + batch_size])
-                labels = np.asarray(yb).reshape(-1)
+                labels = labels_all[start : start + batch_size]
                 clean += int(np.sum(np.argmax(predict(xb).numpy(), -1) == labels))
                 adv += int(np.sum(np.argmax(predict(attack_fn(xb, yb)).numpy(), -1) == labels))
             results[f"clean_acc@{lam:g}"] = clean / len(x)

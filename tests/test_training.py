@@ -272,3 +272,16 @@ def test_jit_compile_is_refused_with_a_way_forward():
     smart.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
     with pytest.raises(ValueError, match="XLA cannot compile.*jit_compile=False"):
         smart.fit(np.zeros((8, 8, 8, 1)), np.zeros(8), verbose=0, callbacks=[keras_smart.callbacks.AdversarialCallback()])
+
+
+def test_tradeoff_accuracies_take_integer_or_one_hot_labels_and_restore_the_tradeoff():
+    smart = _mlp()
+    keras_smart.set_tradeoff(smart, 0.4)
+    x = np.random.default_rng(0).random((10, 6)).astype("float32")
+    y = np.arange(10) % 3
+    attack = keras_smart.AttackConfig(kind="fgsm", eps=0.05)
+    sparse = keras_smart.callbacks.tradeoff_accuracies(smart, x, y, (0.0, 1.0), attack, batch_size=4)
+    one_hot = keras_smart.callbacks.tradeoff_accuracies(smart, x, np.eye(3, dtype="float32")[y], (0.0, 1.0), attack, batch_size=4)
+    assert sparse == one_hot
+    assert set(sparse) == {"clean_acc@0", "fgsm_acc@0", "clean_acc@1", "fgsm_acc@1"}
+    assert keras_smart.get_tradeoff(smart) == pytest.approx(0.4)

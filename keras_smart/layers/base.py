@@ -12,6 +12,16 @@ _STATE = threading.local()
 
 
 @contextlib.contextmanager
+def _scoped(name, value):
+    """Sets trace-time state `name` to `value` for the scope, then restores it."""
+    previous = getattr(_STATE, name, None)
+    setattr(_STATE, name, value)
+    try:
+        yield
+    finally:
+        setattr(_STATE, name, previous)
+
+
 def tradeoff_override(lam):
     """Makes conditional layers read `lam` instead of their model's trade-off variable.
 
@@ -26,15 +36,9 @@ def tradeoff_override(lam):
       >>> with tradeoff_override(1.0):
       ...     adv_logits = model(x)
     """
-    previous = getattr(_STATE, "tradeoff", None)
-    _STATE.tradeoff = lam
-    try:
-        yield
-    finally:
-        _STATE.tradeoff = previous
+    return _scoped("tradeoff", lam)
 
 
-@contextlib.contextmanager
 def expected_noise():
     """Makes noisy layers use the expectation of their noise (zero): deterministic outputs.
 
@@ -45,34 +49,23 @@ def expected_noise():
       >>> with expected_noise():
       ...     y = model(x)
     """
-    previous = getattr(_STATE, "noise_off", False)
-    _STATE.noise_off = True
-    try:
-        yield
-    finally:
-        _STATE.noise_off = previous
+    return _scoped("noise_off", True)
 
 
 def noise_enabled():
-    return not getattr(_STATE, "noise_off", False)
+    return not getattr(_STATE, "noise_off", None)
 
 
-@contextlib.contextmanager
 def frozen_statistics():
     """Keeps dual batch-norm moving statistics still, also in training mode (attack steps).
 
     Read at trace time, like the other scopes here.
     """
-    previous = getattr(_STATE, "frozen", False)
-    _STATE.frozen = True
-    try:
-        yield
-    finally:
-        _STATE.frozen = previous
+    return _scoped("frozen", True)
 
 
 def statistics_frozen():
-    return getattr(_STATE, "frozen", False)
+    return bool(getattr(_STATE, "frozen", None))
 
 
 class _VariableReference:
