@@ -111,6 +111,12 @@ class SmartModel(keras.Model):
                 "`adversarial_config` must be a keras_smart.config.AdversarialConfig. "
                 f"Received: {type(adversarial_config).__name__}"
             )
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise ValueError(
+                f"Adversarial training needs a model with one input and one output; '{self.name}' has "
+                f"{len(self.inputs)} and {len(self.outputs)}. Wrap the classifier you want robust in a "
+                "single-input, single-output model."
+            )
         self._adversarial.config = adversarial_config
         self._adversarial.eps.assign(adversarial_config.attack.eps)
         self.train_function = None
@@ -147,9 +153,10 @@ class SmartModel(keras.Model):
         clean = tf.cast(tf.math.ceil(adversarial.clean_share * tf.cast(batch_size, tf.float32)), tf.int32)
         return tf.where(tf.range(batch_size) < clean, 0.0, tf.gather(nonzero, index))
 
-    def _attack(self, x, y, bn_mode):
+    def _attack(self, x, y):
+        """x_adv through the path the current override selects; batch-norm statistics stay still."""
         attack = self._adversarial.config.attack
-        training = bn_mode == config_lib.BatchNormMode.TRAIN
+        training = attack.bn_mode == config_lib.BatchNormMode.TRAIN
 
         def model_fn(inputs):
             with base.frozen_statistics():
@@ -198,7 +205,7 @@ class SmartModel(keras.Model):
                         clean = self(x_g, training=True)
                         if not attacked:
                             return clean, nothing()
-                        x_adv = self._attack(x_g, y_g, adversarial.attack.bn_mode)
+                        x_adv = self._attack(x_g, y_g)
                         return clean, self(x_adv, training=True)
 
                 # An empty group is skipped: TF's CPU convolution mis-shapes a batch of 0.

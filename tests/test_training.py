@@ -285,3 +285,11 @@ def test_tradeoff_accuracies_take_integer_or_one_hot_labels_and_restore_the_trad
     assert sparse == one_hot
     assert set(sparse) == {"clean_acc@0", "fgsm_acc@0", "clean_acc@1", "fgsm_acc@1"}
     assert keras_smart.get_tradeoff(smart) == pytest.approx(0.4)
+
+
+def test_adversarial_training_needs_one_input_and_one_output():
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(3, name="fc")(inputs)
+    smart = keras_smart.convert(keras.Model(inputs, [h, keras.layers.Dense(2, name="aux")(h)]))
+    with pytest.raises(ValueError, match="one input and one output.*has 1 and 2"):
+        smart.enable_adversarial(_fgsm_config())
