@@ -7,6 +7,8 @@ imports `keras` from here and never imports `keras` or `tf_keras` itself.
 
 import os
 
+import tensorflow as tf
+
 IS_LEGACY = os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
 
 if IS_LEGACY:
@@ -38,6 +40,7 @@ __all__ = [
     "keras",
     "register_serializable",
     "scale_loss",
+    "tf_variable",
     "training_loss",
     "weight_name",
 ]
@@ -103,3 +106,8 @@ def weight_name(variable):
     """
     name = variable.name.split(":")[0]
     return name.rsplit("/", 1)[-1]
+
+
+def tf_variable(variable):
+    """The `tf.Variable` behind a layer weight (Keras 3 wraps it), e.g. for `GradientTape.watch`."""
+    return variable if isinstance(variable, tf.Variable) else variable.value

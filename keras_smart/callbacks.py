@@ -1,4 +1,4 @@
-"""Callbacks: AdversarialCallback turns on once-for-all adversarial training inside `fit`."""
+"""Callbacks: AdversarialCallback turns on once-for-all adversarial training inside `fit`; MaskUpdate designs masks."""
 
 import numbers
 
@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_smart import _compat
 from keras_smart import attacks
 from keras_smart import config as config_lib
+from keras_smart import masks
 from keras_smart import training
 
 keras = _compat.keras
@@ -106,6 +107,86 @@ class AdversarialCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.model.disable_adversarial()
+
+
+class MaskUpdate(keras.callbacks.Callback):
+    """Designs a SmartModel's masks inside `fit`: after a warm-up, and optionally again later.
+
+    Until the first design the masks are all ones (a dense warm-up). At the
+    start of epoch `warmup_epochs` (0: before any training) the callback calls
+    `keras_smart.design_masks` with its arguments; with `refresh_every=n` it
+    designs again every n epochs after that. FLOATS' one-shot mask is this
+    callback with no refresh. The adversarial scores use the model's training
+    attack (from `AdversarialCallback`) unless `attack` is given.
+
+    Args:
+      data: (x, y) arrays or a tf.data.Dataset of (x, y) batches that "snip" and
+        "learned" score on (ignored, and may be None, for "magnitude"/"random").
+      score, density, max_overlap, seed: as in `design_masks`.
+      warmup_epochs: int >= 0, the epoch at whose start masks are designed.
+      refresh_every: None (design once) or an int >= 1.
+      **design_options: other `design_masks` arguments (attack, loss_fn,
+        batch_size, max_batches, steps, learning_rate).
+
+    Example:
+      >>> smart.fit(x, y, epochs=6, callbacks=[
+      ...     keras_smart.callbacks.AdversarialCallback(attack=attack),
+      ...     keras_smart.callbacks.MaskUpdate((x[:512], y[:512]), score="snip", density=(0.5, 0.3))])
+    """
+
+    def __init__(
+        self,
+        data=None,
+        *,
+        score="snip",
+        density=(0.5, 0.5),
+        max_overlap=None,
+        seed=0,
+        warmup_epochs=1,
+        refresh_every=None,
+        **design_options,
+    ):
+        super().__init__()
+        mask_config = config_lib.MaskConfig(score=score, density=density, seed=seed, max_overlap=max_overlap)
+        for value, arg, minimum in ((warmup_epochs, "warmup_epochs", 0), (refresh_every, "refresh_every", 1)):
+            if value is None and arg == "refresh_every":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+                raise ValueError(f"`{arg}` must be an int >= {minimum}. Received: {arg}={value!r}")
+        from_data = mask_config.score in (config_lib.MaskScore.SNIP, config_lib.MaskScore.LEARNED)
+        if from_data and data is None:
+            raise ValueError(f"score={mask_config.score.value!r} needs `data` to score on.")
+        self.data = data if from_data else None
+        self.mask_config = mask_config
+        self.warmup_epochs = warmup_epochs
+        self.refresh_every = refresh_every
+        self.design_options = design_options
+        self.designs = []  # the epochs at whose start masks were designed
+
+    def due(self, epoch):
+        """Whether masks are designed at the start of `epoch` (0-based)."""
+        if epoch == self.warmup_epochs:
+            return True
+        return bool(self.refresh_every) and epoch > self.warmup_epochs and (
+            (epoch - self.warmup_epochs) % self.refresh_every == 0
+        )
+
+    def on_train_begin(self, logs=None):
+        masks.get_masks(self.model)  # fails now, not after the warm-up, on a model without masks
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.due(epoch):
+            return
+        masks.design_masks(
+            self.model,
+            score=self.mask_config.score,
+            density=self.mask_config.density,
+            seed=self.mask_config.seed + epoch,
+            max_overlap=self.mask_config.max_overlap,
+            data=self.data,
+            **self.design_options,
+        )
+        self.designs.append(epoch)
 
 
 def tradeoff_accuracies(model, x, y, tradeoffs, attack, batch_size=256):

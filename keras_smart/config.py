@@ -31,8 +31,10 @@ class TradeoffMode(str, enum.Enum):
 class MaskScore(str, enum.Enum):
     """How `design_masks` ranks weights; the top `density` share of each kernel is kept."""
 
-    MAGNITUDE = "magnitude"
-    RANDOM = "random"
+    MAGNITUDE = "magnitude"  # |W|
+    RANDOM = "random"  # uniform draws, independent per path
+    SNIP = "snip"  # |W * dL/dW| on data: clean loss for the clean mask, adversarial loss for the adv mask
+    LEARNED = "learned"  # per-path trainable scores, top-k with a straight-through estimator
 
 
 class Norm(str, enum.Enum):
@@ -236,11 +238,15 @@ class MaskConfig:
       density: the share of each kernel's weights a mask keeps: one number for
         both paths, or `(d_clean, d_adv)`.
       seed: seed for `score="random"` (and tie-breaking); an int.
+      max_overlap: None (no constraint) or the largest share, in [0, 1], of
+        the smaller SMART mask that the other mask may also keep; the
+        adversarial mask gives way (it takes its next-best weights instead).
     """
 
     score: MaskScore = MaskScore.MAGNITUDE
     density: tuple = (0.5, 0.5)
     seed: int = 0
+    max_overlap: float = None
 
     def __post_init__(self):
         object.__setattr__(self, "score", coerce_enum(MaskScore, self.score, "score"))
@@ -261,3 +267,11 @@ class MaskConfig:
         object.__setattr__(self, "density", density)
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise TypeError(f"`seed` must be an int. Received: seed={self.seed!r}")
+        if self.max_overlap is not None:
+            if isinstance(self.max_overlap, bool) or not isinstance(self.max_overlap, numbers.Real) or not (
+                0.0 <= self.max_overlap <= 1.0
+            ):
+                raise ValueError(
+                    f"`max_overlap` must be None or a number in [0, 1]. Received: max_overlap={self.max_overlap!r}"
+                )
+            object.__setattr__(self, "max_overlap", float(self.max_overlap))

@@ -3,11 +3,15 @@
 import collections.abc
 import dataclasses
 import math
+import numbers
 
 import numpy as np
+import tensorflow as tf
 
 from keras_smart import _compat
+from keras_smart import attacks
 from keras_smart import config as config_lib
+from keras_smart.attacks import common as attacks_common
 from keras_smart.layers import base
 from keras_smart.layers import conditional_kernel as ck
 
@@ -124,42 +128,238 @@ def set_masks(model, masks):
         variable.assign(value)
 
 
-def _top_k_mask(scores, density):
-    """A 0/1 mask keeping the round(density * n) highest scores (at least one); stable ties."""
+# --- design ----------------------------------------------------------------------------------------
+
+
+def _keep_count(density, size):
+    return max(1, int(round(density * size)))
+
+
+def _top_k_mask(scores, keep, blocked=None, max_shared=None):
+    """A 0/1 mask of the `keep` highest scores (stable ties).
+
+    With `blocked` (another mask) and `max_shared`, at most `max_shared` kept
+    weights may lie inside `blocked`: past that quota the next-best weights
+    outside it are taken instead.
+    """
     flat = scores.ravel()
-    keep = max(1, int(round(density * flat.size)))
+    order = np.argsort(-flat, kind="stable")
+    if blocked is not None:
+        inside = blocked.ravel()[order] > 0
+        order = order[~inside | (np.cumsum(inside) <= max_shared)]
+        if order.size < keep:
+            raise ValueError(
+                f"A mask cannot keep {keep} of {flat.size} weights sharing at most {max_shared} with the "
+                f"other path's {int(blocked.sum())}: lower the densities or raise `max_overlap`."
+            )
     mask = np.zeros(flat.size, np.float32)
-    mask[np.argsort(-flat, kind="stable")[:keep]] = 1.0
+    mask[order[:keep]] = 1.0
     return mask.reshape(scores.shape)
 
 
-def design_masks(model, *, score="magnitude", density=(0.5, 0.5), seed=0):
+class _MaskedKernel:
+    """One masked kernel: its layer, its mask variables, and the scores that rank its weights."""
+
+    def __init__(self, layer, kernel_name, densities):
+        self.layer = layer
+        self.kernel_name = kernel_name
+        self.mask_names = layer.mask_names(kernel_name)
+        self.variables = [getattr(layer, n) for n in self.mask_names]
+        self.size = int(np.prod(self.variables[0].shape))
+        self.keep = [_keep_count(d, self.size) for d in densities]
+
+    @property
+    def kernel(self):
+        return np.asarray(getattr(self.layer, self.kernel_name).numpy())
+
+    def select(self, scores, max_overlap):
+        """{mask name: 0/1 array} from per-mask scores, honouring the overlap constraint."""
+        masks = [_top_k_mask(scores[0], self.keep[0])]
+        if len(scores) == 2:
+            max_shared = None if max_overlap is None else int(np.floor(max_overlap * min(self.keep)))
+            blocked = None if max_overlap is None else masks[0]
+            masks.append(_top_k_mask(scores[1], self.keep[1], blocked, max_shared))
+        return dict(zip(self.mask_names, masks))
+
+
+def _path_variables(kernels, path):
+    """The mask variables path 0 (clean) or 1 (adversarial) computes with; a single mask serves both."""
+    return [k.variables[min(path, len(k.variables) - 1)] for k in kernels]
+
+
+class _MaskGradients:
+    """dL/dm for every mask m of one path: clean loss at lam = 0, adversarial loss at lam = 1.
+
+    At all-ones masks |dL/dm| = |W * dL/dW| is SNIP's connection sensitivity; at
+    binary masks it is the straight-through gradient of learned scores. Noise is
+    held at its expectation and batch-norm runs in inference mode.
+    """
+
+    def __init__(self, model, kernels, attack, loss_fn):
+        self._model = model
+        self._attack = attack
+        self._loss_fn = loss_fn or attacks_common.default_loss
+        self._variables = [
+            [_compat.tf_variable(v) for v in _path_variables(kernels, path)] for path in (0, 1)
+        ]
+        self._function = tf.function(self._gradients, reduce_retracing=True)
+
+    def _gradients(self, x, y, path):
+        variables = self._variables[path]
+
+        def model_fn(inputs):
+            return self._model(inputs, training=False)
+
+        with base.expected_noise(), base.tradeoff_override(float(path)):
+            if path:
+                x = attacks.run(self._attack, model_fn, x, y)
+            with tf.GradientTape() as tape:
+                tape.watch(variables)
+                loss = tf.reduce_sum(tf.cast(self._loss_fn(y, model_fn(x)), tf.float32))
+        return tape.gradient(loss, variables)
+
+    def __call__(self, x, y, path):
+        return [g.numpy() for g in self._function(x, y, path)]
+
+
+def _batches(data, batch_size, max_batches):
+    """Up to `max_batches` (x, y) tensor batches from (x, y) arrays or a tf.data.Dataset of batches."""
+    if isinstance(data, tf.data.Dataset):
+        batches = [(element[0], element[1]) for element in data.take(max_batches)]
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = (np.asarray(a) for a in data)
+        if len(x) != len(y):
+            raise ValueError(f"`data` x and y differ in length: {len(x)} vs {len(y)}.")
+        batches = [
+            (tf.constant(x[i : i + batch_size]), tf.constant(y[i : i + batch_size]))
+            for i in range(0, min(len(x), batch_size * max_batches), batch_size)
+        ]
+    else:
+        raise TypeError(
+            "`data` must be an (x, y) pair of arrays or a tf.data.Dataset of (x, y) batches. "
+            f"Received: {type(data).__name__}"
+        )
+    if not batches:
+        raise ValueError("`data` is empty: mask design from training signal needs at least one batch.")
+    return batches
+
+
+def _default_attack(model):
+    adversarial = getattr(model, "adversarial_config", None)
+    return adversarial.attack if adversarial is not None else config_lib.AttackConfig()
+
+
+def _snip_scores(kernels, gradients, batches):
+    """Per kernel, [clean saliency, adv saliency] (one, their normalised sum, for a single mask)."""
+    totals = [[np.zeros(k.variables[0].shape, np.float32) for k in kernels] for _ in (0, 1)]
+    for x, y in batches:
+        for path in (0, 1):
+            for total, grad in zip(totals[path], gradients(x, y, path)):
+                total += grad
+    scores = []
+    for i, kernel in enumerate(kernels):
+        clean, adv = np.abs(totals[0][i]), np.abs(totals[1][i])
+        if len(kernel.variables) == 1:
+            scores.append([clean / max(clean.sum(), 1e-12) + adv / max(adv.sum(), 1e-12)])
+        else:
+            scores.append([clean, adv])
+    return scores
+
+
+def _learn_scores(kernels, gradients, batches, max_overlap, steps, learning_rate):
+    """Per-path scores trained by Adam through the straight-through top-k mask (weights fixed).
+
+    Scores start at |W| / max|W| (the magnitude masks); each step sets the masks
+    to the top-k of the scores, takes dL/dm on a clean batch (clean masks) and
+    an adversarial batch (adversarial masks), and moves the scores down it.
+    """
+    scores = [[np.abs(k.kernel) / max(np.abs(k.kernel).max(), 1e-12) for _ in k.variables] for k in kernels]
+    moments = [[(np.zeros_like(s), np.zeros_like(s)) for s in per_kernel] for per_kernel in scores]
+    beta1, beta2 = 0.9, 0.999
+    for step in range(1, steps + 1):
+        for kernel, kernel_scores in zip(kernels, scores):
+            for variable, mask in zip(kernel.variables, kernel.select(kernel_scores, max_overlap).values()):
+                variable.assign(mask)
+        x, y = batches[(step - 1) % len(batches)]
+        grads = [[np.zeros_like(s) for s in per_kernel] for per_kernel in scores]
+        for path in (0, 1):
+            for i, grad in enumerate(gradients(x, y, path)):
+                grads[i][min(path, len(grads[i]) - 1)] += grad
+        for per_kernel, per_moments, per_grads in zip(scores, moments, grads):
+            for j, grad in enumerate(per_grads):
+                m, v = per_moments[j]
+                m[:] = beta1 * m + (1 - beta1) * grad
+                v[:] = beta2 * v + (1 - beta2) * grad**2
+                m_hat, v_hat = m / (1 - beta1**step), v / (1 - beta2**step)
+                per_kernel[j] -= learning_rate * m_hat / (np.sqrt(v_hat) + 1e-8)
+    return scores
+
+
+def design_masks(
+    model,
+    *,
+    score="magnitude",
+    density=(0.5, 0.5),
+    seed=0,
+    max_overlap=None,
+    data=None,
+    attack=None,
+    loss_fn=None,
+    batch_size=128,
+    max_batches=8,
+    steps=100,
+    learning_rate=0.01,
+):
     """Designs and sets masks for every masked kernel, layer by layer, at the given densities.
 
-    Each kernel keeps its top `round(density * size)` weights by score.
-    "magnitude" scores |W| (at equal densities both SMART paths then get the
-    same mask); "random" draws independent uniform scores per path from `seed`.
+    Each kernel keeps its top `round(density * size)` weights by score:
+    - "magnitude": |W| (at equal densities both SMART paths get the same mask);
+    - "random": uniform draws, independent per path, from `seed`;
+    - "snip": |W * dL/dW| of the dense model (all masks at one while scoring)
+      summed over `data`: the clean loss at lam = 0 for the clean mask, the
+      loss on adversarial examples (`attack`, through the adversarial path at
+      lam = 1) for the adversarial mask; a single (FLOATS) mask takes the sum
+      of both, each normalised to total one;
+    - "learned": per-path scores, initialised to |W| / max|W| and trained for
+      `steps` Adam steps (weights fixed) through the top-k mask with a
+      straight-through estimator, clean mask on clean batches, adversarial
+      mask on adversarial ones. Costs about `steps` adversarial training steps.
+    Scoring holds weight noise at its expectation and runs batch-norm in
+    inference mode. FLOATS designs its one-shot mask with the same scores.
 
     Args:
       model: a SmartModel converted with method "smart" or "floats".
-      score: "magnitude" or "random".
+      score: "magnitude", "random", "snip" or "learned".
       density: the share of weights kept: one number, or (d_clean, d_adv) for
         smart. FLOATS has one mask, so its two densities must be equal.
       seed: int seed for "random".
+      max_overlap: None, or the largest share in [0, 1] of the smaller SMART
+        mask that both masks may keep; the adversarial mask gives way.
+      data: for "snip" and "learned": (x, y) arrays or a tf.data.Dataset of
+        (x, y) batches (integer or one-hot labels).
+      attack: the `AttackConfig` of the adversarial loss; default: the model's
+        adversarial training attack if enabled, else `AttackConfig()`.
+      loss_fn: per-example loss `(labels, outputs) -> [batch]`; default:
+        cross-entropy from logits.
+      batch_size, max_batches: how arrays are batched and how many batches
+        are used ("learned" cycles through them).
+      steps, learning_rate: the score training of "learned".
 
     Returns:
       The masks set, as `get_masks` returns them.
 
     Raises:
-      ValueError: bad score or density, or a model without masked layers.
+      ValueError: bad score, density or overlap, a model without masked
+        layers, missing or empty `data` for "snip"/"learned", or `data` given
+        to a score that does not use it.
 
     Example:
-      >>> keras_smart.design_masks(smart, score="random", density=(0.5, 0.3), seed=0)
+      >>> keras_smart.design_masks(smart, score="snip", density=(0.5, 0.3), data=(x, y),
+      ...                          attack=keras_smart.AttackConfig(eps=0.3, steps=5))
     """
-    mask_config = config_lib.MaskConfig(score=score, density=density, seed=seed)
+    mask_config = config_lib.MaskConfig(score=score, density=density, seed=seed, max_overlap=max_overlap)
     layers = _masked_layers(model, "design_masks")
-    rng = np.random.default_rng(mask_config.seed)
-    masks = {}
+    kernels = []
     for name, layer in layers.items():
         densities = mask_config.density
         if layer.mask_kind == "single":
@@ -169,15 +369,40 @@ def design_masks(model, *, score="magnitude", density=(0.5, 0.5), seed=0):
                     f"Received: density={densities}"
                 )
             densities = densities[:1]
-        masks[name] = {}
-        for kernel_name in layer.kernel_names:
-            kernel = np.asarray(getattr(layer, kernel_name).numpy())
-            for mask_name, d in zip(layer.mask_names(kernel_name), densities):
-                if mask_config.score == config_lib.MaskScore.MAGNITUDE:
-                    scores = np.abs(kernel)
-                else:
-                    scores = rng.random(kernel.shape)
-                masks[name][mask_name] = _top_k_mask(scores, d)
+        kernels.extend(_MaskedKernel(layer, kernel_name, densities) for kernel_name in layer.kernel_names)
+    from_data = mask_config.score in (config_lib.MaskScore.SNIP, config_lib.MaskScore.LEARNED)
+    if from_data != (data is not None):
+        raise ValueError(
+            f"score={mask_config.score.value!r} "
+            + ("needs `data`: (x, y) arrays or a tf.data.Dataset." if from_data else "does not use `data`.")
+        )
+    for value, arg in ((batch_size, "batch_size"), (max_batches, "max_batches"), (steps, "steps")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"`{arg}` must be an int >= 1. Received: {arg}={value!r}")
+
+    if mask_config.score == config_lib.MaskScore.MAGNITUDE:
+        scores = [[np.abs(k.kernel)] * len(k.variables) for k in kernels]
+    elif mask_config.score == config_lib.MaskScore.RANDOM:
+        rng = np.random.default_rng(mask_config.seed)
+        scores = [[rng.random(k.variables[0].shape) for _ in k.variables] for k in kernels]
+    else:
+        batches = _batches(data, batch_size, max_batches)
+        gradients = _MaskGradients(model, kernels, attack or _default_attack(model), loss_fn)
+        previous = get_masks(model)
+        try:
+            if mask_config.score == config_lib.MaskScore.SNIP:
+                for kernel in kernels:
+                    for variable in kernel.variables:
+                        variable.assign(np.ones(variable.shape, np.float32))
+                scores = _snip_scores(kernels, gradients, batches)
+            else:
+                scores = _learn_scores(kernels, gradients, batches, mask_config.max_overlap, steps, learning_rate)
+        except BaseException:
+            set_masks(model, previous)
+            raise
+    masks = {}
+    for kernel, kernel_scores in zip(kernels, scores):
+        masks.setdefault(kernel.layer.name, {}).update(kernel.select(kernel_scores, mask_config.max_overlap))
     set_masks(model, masks)
     return masks
 

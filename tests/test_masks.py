@@ -169,3 +169,172 @@ def test_count_nonzero_reports_conditioning_weights():
     assert keras_smart.count_nonzero(float_model).conditioning >= len(
         [l for l in float_model.layers if isinstance(l, cl.ConditionalKernel)]
     )
+
+
+# --- design from training signal: snip, learned, overlap, MaskUpdate --------------------------------
+
+from keras_smart import attacks  # noqa: E402
+
+_ATTACK = keras_smart.AttackConfig(eps=0.1, steps=3, random_start=False)
+
+
+def _mlp(seed=0):
+    """A small MLP without batch-norm: with all-ones masks both SMART paths compute what it computes."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((12,))
+    h = keras.layers.Dense(16, activation="tanh", name="fc1")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(4, name="fc2")(h))
+
+
+def _mlp_data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 12)).astype("float32")
+    y = (x[:, :4].argmax(-1)).astype("int64")  # learnable: the largest of the first four features
+    return x, y
+
+
+def _snip_reference(model, x, y, adversarial):
+    """|W * dL/dW| for fc1's kernel of the plain model, on clean or attacked inputs."""
+    loss_fn = lambda t: tf.reduce_sum(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y), model(t, training=False))
+    )
+    x = tf.constant(x)
+    if adversarial:
+        x = attacks.run(_ATTACK, lambda t: model(t, training=False), x, tf.constant(y))
+    kernel = model.get_layer("fc1").kernel
+    with tf.GradientTape() as tape:
+        loss = loss_fn(x)
+    return np.abs(kernel.numpy() * tape.gradient(loss, kernel).numpy())
+
+
+def test_snip_keeps_the_weights_with_the_highest_clean_and_adversarial_saliency():
+    plain = _mlp()
+    x, y = _mlp_data()
+    smart = keras_smart.convert(plain, "smart")
+    masks = keras_smart.design_masks(
+        smart, score="snip", density=(0.3, 0.3), data=(x, y), attack=_ATTACK, batch_size=len(x)
+    )["fc1"]
+    for mask_name, adversarial in (("kernel_clean_mask", False), ("kernel_adv_mask", True)):
+        saliency = _snip_reference(plain, x, y, adversarial)
+        kept, dropped = saliency[masks[mask_name] == 1], saliency[masks[mask_name] == 0]
+        assert kept.min() >= dropped.max() - 1e-6, mask_name
+    assert not np.array_equal(masks["kernel_clean_mask"], masks["kernel_adv_mask"])
+
+
+def test_snip_scores_a_dataset_as_it_scores_the_same_arrays():
+    smart = keras_smart.convert(_mlp(), "smart")
+    x, y = _mlp_data()
+    from_arrays = keras_smart.design_masks(smart, score="snip", density=0.5, data=(x, y), attack=_ATTACK, batch_size=32)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    from_dataset = keras_smart.design_masks(smart, score="snip", density=0.5, data=dataset, attack=_ATTACK)
+    for mask_name in ("kernel_clean_mask", "kernel_adv_mask"):
+        np.testing.assert_array_equal(from_arrays["fc2"][mask_name], from_dataset["fc2"][mask_name])
+
+
+def _clean_loss(smart, x, y):
+    keras_smart.set_tradeoff(smart, 0.0)
+    return float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, smart(x, training=False))))
+
+
+def test_learned_scores_lower_the_loss_below_the_magnitude_masks_they_start_from():
+    plain = _mlp()
+    x, y = _mlp_data(256)
+    plain.compile(keras.optimizers.Adam(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    plain.fit(x, y, epochs=20, batch_size=64, verbose=0)
+    smart = keras_smart.convert(plain, "smart")
+    keras_smart.design_masks(smart, score="magnitude", density=0.2)
+    magnitude_loss = _clean_loss(smart, x, y)
+    masks = keras_smart.design_masks(
+        smart, score="learned", density=0.2, data=(x, y), attack=_ATTACK, batch_size=256, steps=40, learning_rate=0.02
+    )
+    assert _clean_loss(smart, x, y) < magnitude_loss
+    for layer_masks in masks.values():
+        for mask in layer_masks.values():
+            assert abs(mask.sum() - round(0.2 * mask.size)) <= 1
+
+
+@pytest.mark.parametrize("score", ["magnitude", "random", "snip"])
+def test_max_overlap_bounds_the_weights_both_paths_keep(score):
+    smart = keras_smart.convert(_mlp(), "smart")
+    x, y = _mlp_data()
+    data = {"data": (x, y), "attack": _ATTACK} if score == "snip" else {}
+    masks = keras_smart.design_masks(smart, score=score, density=(0.4, 0.3), max_overlap=0.25, **data)
+    for layer_masks in masks.values():
+        clean, adv = layer_masks["kernel_clean_mask"], layer_masks["kernel_adv_mask"]
+        assert (clean * adv).sum() <= np.floor(0.25 * min(clean.sum(), adv.sum()))
+        assert abs(adv.sum() - round(0.3 * adv.size)) <= 1
+
+
+def test_an_infeasible_overlap_fails_and_keeps_the_old_masks():
+    smart = keras_smart.convert(_mlp(), "smart")
+    before = keras_smart.design_masks(smart, score="random", density=0.5, seed=3)
+    with pytest.raises(ValueError, match="max_overlap"):
+        keras_smart.design_masks(smart, score="magnitude", density=(0.8, 0.8), max_overlap=0.0)
+    _assert_masks_unchanged(smart, before)
+
+
+def test_a_failing_snip_design_restores_the_masks():
+    smart = keras_smart.convert(_mlp(), "smart")
+    before = keras_smart.design_masks(smart, score="random", density=0.5, seed=3)
+    x, y = _mlp_data()
+
+    def broken_loss(labels, outputs):
+        raise RuntimeError("loss failed")
+
+    with pytest.raises(RuntimeError, match="loss failed"):
+        keras_smart.design_masks(smart, score="snip", density=0.5, data=(x, y), loss_fn=broken_loss)
+    _assert_masks_unchanged(smart, before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"score": "snip"}, "needs `data`"),
+        ({"score": "magnitude", "data": _mlp_data()}, "does not use `data`"),
+        ({"score": "snip", "data": (np.zeros((0, 12), "float32"), np.zeros((0,), "int64"))}, "`data` is empty"),
+        ({"score": "snip", "data": (np.zeros((4, 12)), np.zeros((3,)))}, "differ in length"),
+        ({"max_overlap": 1.5}, "max_overlap"),
+        ({"score": "learned", "data": _mlp_data(), "steps": 0}, "steps"),
+    ],
+)
+def test_bad_design_arguments_fail_clearly(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        keras_smart.design_masks(keras_smart.convert(_mlp(), "smart"), **kwargs)
+
+
+def _digits_cnn(method):
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv")(inputs)
+    h = keras.layers.BatchNormalization(momentum=0.9, name="bn")(h)
+    h = keras.layers.Flatten()(h)
+    smart = keras_smart.convert(keras.Model(inputs, keras.layers.Dense(10, name="logits")(h)), method)
+    smart.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return smart
+
+
+@pytest.mark.parametrize("method, density", [("smart", (0.5, 0.3)), ("floats", 0.4)])
+def test_mask_update_designs_once_after_the_warm_up(method, density):
+    x, y = keras_smart.data.digits("train")
+    x, y = x[:256], y[:256]
+    smart = _digits_cnn(method)
+    update = keras_smart.callbacks.MaskUpdate((x[:64], y[:64]), score="snip", density=density, warmup_epochs=1)
+    attack = keras_smart.AttackConfig(kind="fgsm", eps=0.1)
+    history = smart.fit(
+        x, y, batch_size=64, epochs=3, verbose=0,
+        callbacks=[keras_smart.callbacks.AdversarialCallback(attack=attack), update],
+    )
+    assert update.designs == [1]
+    counts = keras_smart.count_nonzero(smart)
+    densities = density if isinstance(density, tuple) else (density, density)
+    assert abs(counts.layers["conv"]["clean"] / counts.layers["conv"]["total"] - densities[0]) < 0.02
+    assert abs(counts.layers["logits"]["adv"] / counts.layers["logits"]["total"] - densities[1]) < 0.02
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_mask_update_refreshes_on_schedule():
+    update = keras_smart.callbacks.MaskUpdate(score="random", warmup_epochs=2, refresh_every=3)
+    assert [e for e in range(10) if update.due(e)] == [2, 5, 8]
+    with pytest.raises(ValueError, match="refresh_every"):
+        keras_smart.callbacks.MaskUpdate(score="random", refresh_every=0)
+    with pytest.raises(ValueError, match="needs `data`"):
+        keras_smart.callbacks.MaskUpdate(score="snip")
