@@ -2,6 +2,7 @@
 
 from keras_smart import _compat
 from keras_smart import attacks
+from keras_smart import backbones
 from keras_smart import callbacks
 from keras_smart import data
 from keras_smart import layers
@@ -35,6 +36,7 @@ __all__ = [
     "TradeoffMode",
     "__version__",
     "attacks",
+    "backbones",
     "callbacks",
     "convert",
     "count_nonzero",

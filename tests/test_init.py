@@ -15,6 +15,7 @@ def test_public_api_is_pinned():
         "TradeoffMode",
         "__version__",
         "attacks",
+        "backbones",
         "callbacks",
         "convert",
         "count_nonzero",
