@@ -20,7 +20,7 @@ _EXTRAS = {
     "eval": ["cleverhans>=4.0", "adversarial-robustness-toolbox>=1.17", "matplotlib>=3.5", "tqdm"],
 }
 _EXTRAS["test"] = sorted(
-    {"pytest>=7", "mlxtend>=0.23", *_EXTRAS["eval"], *_EXTRAS["litert"], *_EXTRAS["tfmot"]}
+    {"pytest>=7", *_EXTRAS["data"], *_EXTRAS["eval"], *_EXTRAS["litert"], *_EXTRAS["tfmot"]}
 )
 _EXTRAS["all"] = sorted({dep for deps in _EXTRAS.values() for dep in deps})
 

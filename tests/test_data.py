@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_smart import data
 
@@ -30,5 +31,33 @@ def test_bad_arguments_are_rejected(kwargs, fragment):
 
 
 def test_unknown_data_set_is_rejected():
-    with pytest.raises(ValueError, match="Unknown data set 'cifar10'.*digits"):
-        data.load("cifar10", "train")
+    with pytest.raises(ValueError, match="Unknown data set 'imagenet'.*digits.*cifar10"):
+        data.load("imagenet", "train")
+
+
+def test_a_tfds_set_that_is_not_prepared_fails_at_once_with_instructions(tmp_path):
+    with pytest.raises(data.DataNotAvailableError, match=r"(?s)'cifar10' is not prepared under .*data_dir=DIR.*download=True"):
+        data.load("cifar10", "train", data_dir=str(tmp_path))
+    assert not any(tmp_path.iterdir()), "a failed load must not leave files behind"
+
+
+@pytest.mark.parametrize("name, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3)), ("svhn_cropped", (32, 32, 3))])
+def test_tfds_sets_load_as_float_images_and_int_labels(name, shape):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=16):  # tfds' own offline stand-in for the download
+        images, labels = next(iter(data.load(name, "train", download=True, batch_size=8, augment=True)))
+    assert images.shape == (8, *shape) and images.dtype == tf.float32 and labels.dtype == tf.int32
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+
+
+def test_augmentation_pads_crops_and_flips_without_changing_shapes():
+    x, _ = data.digits("test")
+    flipped = next(iter(data.load("digits", "test", augment="flip", max_examples=64, batch_size=64)))[0].numpy()
+    same = [np.array_equal(a, b) for a, b in zip(flipped, x[:64])]
+    mirrored = [np.array_equal(a, b[:, ::-1]) for a, b in zip(flipped, x[:64])]
+    assert all(s or m for s, m in zip(same, mirrored)) and 0 < sum(mirrored) < 64
+    cropped = next(iter(data.load("digits", "test", augment="pad_crop", max_examples=64, batch_size=64)))[0].numpy()
+    assert cropped.shape == (64, 28, 28, 1)
+    assert sum(not np.array_equal(a, b) for a, b in zip(cropped, x[:64])) > 32
+    with pytest.raises(ValueError, match="`augment` must be"):
+        data.load("digits", "test", augment="rotate")
