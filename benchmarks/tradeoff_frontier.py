@@ -62,10 +62,11 @@ class PGDATModel(keras.Model):
     def __init__(self, inputs, outputs, attack, lam=1.0, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.attack, self.lam = attack, lam
+        self.eps = tf.Variable(attack.eps, trainable=False)  # a warm-up assigns it; the traced step reads it
 
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x_adv = attacks.run(self.attack, lambda t: self(t, training=False), x, y)
+        x_adv = attacks.run(self.attack, lambda t: self(t, training=False), x, y, eps=self.eps)
         batch = tf.shape(x)[0]
         with tf.GradientTape() as tape:
             rows, targets, weights = [self(x_adv, training=True)], [y], [tf.fill([batch], self.lam)]
@@ -113,9 +114,7 @@ def _train(name, args, x, y):
     if name == "pgd_at":
         model = _compile(PGDATModel(base.inputs, base.outputs, TRAIN_ATTACK), args.learning_rate)
         warm_up = keras.callbacks.LambdaCallback(
-            on_epoch_begin=lambda epoch, logs: setattr(
-                model, "attack", TRAIN_ATTACK.__class__(eps=EPS * min(1.0, (epoch + 1) / args.warmup), steps=7)
-            )
+            on_epoch_begin=lambda epoch, logs: model.eps.assign(EPS * min(1.0, (epoch + 1) / args.warmup))
         )
         model.fit(**fit, callbacks=[warm_up])
         return model
