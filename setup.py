@@ -35,7 +35,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["keras_smart", "keras_smart.*"]),
     python_requires=">=3.9",
-    install_requires=["tensorflow>=2.16", "keras>=3", "absl-py", "numpy"],
+    install_requires=["tensorflow>=2.16", "keras>=3", "absl-py", "numpy", "tensorboard"],
+    entry_points={"console_scripts": ["keras-smart=keras_smart.cli:run"]},
     extras_require=_EXTRAS,
     license="Apache-2.0",
 )

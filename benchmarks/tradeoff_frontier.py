@@ -41,18 +41,22 @@ LAMBDAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TRAIN_ATTACK = keras_smart.AttackConfig(eps=EPS, steps=7)
 EVAL_ATTACK = keras_smart.AttackConfig(eps=EPS, steps=20)
 
-# name -> (method, convert options, mask score or None)
+OAT_RECIPE = {"lambdas": keras_smart.config.OAT_LAMBDAS, "clean_share": 1 / 6}
+TWO_PATHS = {"lambdas": (0.0, 1.0), "clean_share": 0.5}  # switch mode has two paths: train each on its own loss
+
+# name -> (method, convert options, mask score or None, AdversarialCallback lambdas and clean share)
 RUNS = {
     "standard": None,
     "pgd_at": None,
-    "smart_switch_snip": ("smart", {"tradeoff_mode": "switch"}, "snip"),
-    "smart_switch_magnitude": ("smart", {"tradeoff_mode": "switch"}, "magnitude"),
-    "smart_switch_random": ("smart", {"tradeoff_mode": "switch"}, "random"),
-    "smart_switch_learned": ("smart", {"tradeoff_mode": "switch"}, "learned"),
-    "smart_blend_snip": ("smart", {"tradeoff_mode": "blend"}, "snip"),
-    "smart_noise_snip": ("smart", {"tradeoff_mode": "noise"}, "snip"),
-    "float": ("float", {}, None),
-    "oat": ("oat", {}, None),
+    "smart_switch_snip": ("smart", {"tradeoff_mode": "switch"}, "snip", TWO_PATHS),
+    "smart_switch_magnitude": ("smart", {"tradeoff_mode": "switch"}, "magnitude", TWO_PATHS),
+    "smart_switch_random": ("smart", {"tradeoff_mode": "switch"}, "random", TWO_PATHS),
+    "smart_switch_learned": ("smart", {"tradeoff_mode": "switch"}, "learned", TWO_PATHS),
+    "smart_switch_snip_oat_recipe": ("smart", {"tradeoff_mode": "switch"}, "snip", OAT_RECIPE),
+    "smart_blend_snip": ("smart", {"tradeoff_mode": "blend"}, "snip", OAT_RECIPE),
+    "smart_noise_snip": ("smart", {"tradeoff_mode": "noise"}, "snip", OAT_RECIPE),
+    "float": ("float", {}, None, OAT_RECIPE),
+    "oat": ("oat", {}, None, OAT_RECIPE),
 }
 
 
@@ -118,9 +122,9 @@ def _train(name, args, x, y):
         )
         model.fit(**fit, callbacks=[warm_up])
         return model
-    method, options, score = RUNS[name]
+    method, options, score, recipe = RUNS[name]
     smart = _compile(keras_smart.convert(base, method, **options), args.learning_rate)
-    cbs = [callbacks.AdversarialCallback(attack=TRAIN_ATTACK, eps_schedule=args.warmup, seed=args.seed)]
+    cbs = [callbacks.AdversarialCallback(attack=TRAIN_ATTACK, eps_schedule=args.warmup, seed=args.seed, **recipe)]
     if score is not None:
         cbs.append(
             callbacks.MaskUpdate(

@@ -63,14 +63,42 @@ class DataNotAvailableError(FileNotFoundError):
     """A named data set is not prepared on this machine and may not be downloaded."""
 
 
-def _tfds_builder(name, data_dir, download):
+def _import_tfds(name):
     try:
         import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     except ImportError as e:
         raise ImportError(
             f"Data set {name!r} comes from tensorflow-datasets: pip install 'keras_smart[data]'."
         ) from e
-    builder = tfds.builder(name, data_dir=data_dir)
+    return tfds
+
+
+def info(name, data_dir=None):
+    """(image shape, class names) of a named data set; needs no prepared data.
+
+    Class names come from the prepared data's metadata under `data_dir` when
+    there is some; otherwise tfds may only know the indices ("0", "1", ...).
+
+    Example:
+      >>> shape, labels = info("cifar10", data_dir="/data/tfds")  # (32, 32, 3), ["airplane", ...]
+    """
+    if name == "digits":
+        return (28, 28, 1), [str(d) for d in range(10)]
+    _check_name(name)
+    features = _import_tfds(name).builder(name, data_dir=data_dir).info.features
+    return tuple(features["image"].shape), list(features["label"].names)
+
+
+def _check_name(name):
+    if name != "digits" and name not in TFDS_NAMES:
+        raise ValueError(
+            f"Unknown data set {name!r}. Available: 'digits' (embedded, offline) and the tensorflow-datasets "
+            f"sets {TFDS_NAMES}."
+        )
+
+
+def _tfds_builder(name, data_dir, download):
+    builder = _import_tfds(name).builder(name, data_dir=data_dir)
     if builder.is_prepared():
         return builder
     if not download:
@@ -152,23 +180,19 @@ def load(
       >>> ds = load("cifar10", "train", batch_size=128, augment=True, shuffle_buffer=10_000,
       ...           data_dir="/data/tfds")
     """
+    _check_name(name)
     if name == "digits":
         split_options = {"test_fraction": options.pop("test_fraction", 0.2), "seed": options.pop("split_seed", 0)}
         if options:
             raise ValueError(f"Unknown options for 'digits': {sorted(options)}.")
         ds = tf.data.Dataset.from_tensor_slices(digits(split, **split_options))
-    elif name in TFDS_NAMES:
+    else:
         if options:
             raise ValueError(f"Unknown options for {name!r}: {sorted(options)}.")
         builder = _tfds_builder(name, data_dir, download)
         ds = builder.as_dataset(split=split, as_supervised=True).map(
             lambda image, label: (tf.cast(image, tf.float32) / 255.0, tf.cast(label, tf.int32)),
             num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    else:
-        raise ValueError(
-            f"Unknown data set {name!r}. Available: 'digits' (embedded, offline) and the tensorflow-datasets "
-            f"sets {TFDS_NAMES}."
         )
     if max_examples:
         ds = ds.take(max_examples)

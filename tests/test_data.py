@@ -61,3 +61,13 @@ def test_augmentation_pads_crops_and_flips_without_changing_shapes():
     assert sum(not np.array_equal(a, b) for a, b in zip(cropped, x[:64])) > 32
     with pytest.raises(ValueError, match="`augment` must be"):
         data.load("digits", "test", augment="rotate")
+
+
+def test_info_gives_shapes_and_class_names_without_data():
+    assert data.info("digits") == ((28, 28, 1), [str(d) for d in range(10)])
+    pytest.importorskip("tensorflow_datasets")
+    shape, names = data.info("cifar10")
+    assert shape == (32, 32, 3) and len(names) == 10
+    assert len(data.info("cifar100")[1]) == 100
+    with pytest.raises(ValueError, match="Unknown data set"):
+        data.info("imagenet")

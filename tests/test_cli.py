@@ -1,0 +1,92 @@
+"""The keras-smart command line: each subcommand end to end on a tiny budget, refusal to overwrite, resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_smart
+from keras_smart import cli
+from tests.models import keras
+
+TINY = cli.TrainSettings(epochs=2, max_examples=128, batch_size=64, attack_steps=1, eps_warmup=1, mask_warmup=1)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops the process-like run after `epochs` epochs, as a crash would (BackupAndRestore has saved)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_train_refuses_to_overwrite_a_finished_run_unless_told(tmp_path):
+    settings = cli.TrainSettings(**{**TINY.__dict__, "epochs": 1, "mask_warmup": 0})
+    cli.train(settings, tmp_path / "run", verbose=0)
+    assert (tmp_path / "run" / "model.keras").exists()
+    with pytest.raises(cli.RunExistsError, match="finished run.*--overwrite"):
+        cli.train(settings, tmp_path / "run", verbose=0)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(cli.RunExistsError, match="not a keras-smart run"):
+        cli.train(settings, tmp_path / "other", verbose=0)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+    cli.train(settings, tmp_path / "run", overwrite=True, verbose=0)
+
+
+def test_an_interrupted_train_resumes_where_it_stopped(tmp_path):
+    run = tmp_path / "run"
+    settings = cli.TrainSettings(**{**TINY.__dict__, "epochs": 3})
+    with pytest.raises(KeyboardInterrupt):
+        cli.train(settings, run, extra_callbacks=[_Interrupt(2)], verbose=0)
+    assert not (run / "model.keras").exists() and (run / "backup").exists()
+    with pytest.raises(cli.RunExistsError, match="other settings \\(epochs\\)"):
+        cli.train(cli.TrainSettings(**{**TINY.__dict__, "epochs": 4}), run, verbose=0)
+    epochs_seen = []
+    resumed = cli.train(
+        settings, run, verbose=0,
+        extra_callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs_seen.append(e))],
+    )
+    assert epochs_seen == [2], "resume runs only the epoch that was left"
+    assert int(resumed.optimizer.iterations.numpy()) == 3 * 2  # 128 examples / 64 per batch, three epochs
+    history = (run / "history.csv").read_text().strip().splitlines()
+    assert len(history) == 1 + 3  # header + one row per epoch, across the interruption
+    counts = keras_smart.count_nonzero(resumed)
+    assert abs(counts.clean / counts.total - TINY.density[0]) < 0.01  # masks designed before the stop survive
+
+
+def test_bad_settings_fail_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        cli.TrainSettings(backbone="vgg")
+    with pytest.raises(ValueError, match="eps"):
+        cli.TrainSettings(eps=-1.0)
+    with pytest.raises(ValueError, match="lambdas"):
+        cli.TrainSettings(lambdas=(0.0, 2.0))
+    assert not any(tmp_path.iterdir())
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", "keras_smart.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_train_subcommand_writes_a_run_and_refuses_a_second_time(tmp_path):
+    args = ["train", f"--output_dir={tmp_path / 'run'}", "--epochs=1", "--max_examples=64", "--attack_steps=1",
+            "--mask_warmup=0", "--eps_warmup=0"]
+    first = _cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["method"] == "smart" and config["epochs"] == 1
+    assert any((tmp_path / "run" / "logs").rglob("*tfevents*")), "TensorBoard logs"
+    second = _cli(*args, cwd=tmp_path)
+    assert second.returncode == 2 and "--overwrite" in second.stderr
