@@ -37,12 +37,73 @@ def default_loss(labels, logits):
     return tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(tf.reshape(labels, [-1]), tf.int32), logits)
 
 
-def loss_gradient(model_fn, x, y, loss_fn, targeted):
-    """The gradient of the (summed, per-example) loss at x: ascend it untargeted, descend targeted."""
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = tf.reduce_sum(tf.cast(loss_fn(y, model_fn(x)), tf.float32))
-    grad = tape.gradient(loss, x)
+def check_eot_samples(eot_samples):
+    if isinstance(eot_samples, bool) or not isinstance(eot_samples, numbers.Integral) or eot_samples < 1:
+        raise ValueError(
+            "`eot_samples` must be an int >= 1 (1: one forward pass per gradient; k > 1: the gradient "
+            f"is averaged over k forward passes, for randomised models). Received: eot_samples={eot_samples!r}"
+        )
+    return int(eot_samples)
+
+
+def loss_and_gradient(model_fn, x, loss_fn, eot_samples=1):
+    """Per-example loss, its gradient at x and the logits, averaged over `eot_samples` forward passes.
+
+    Expectation over transformation (Athalye et al. 2018): for a randomised model
+    (weight noise drawn on every call) the gradient of the expected loss is the
+    mean of the per-draw gradients. The draws run in a `tf.while_loop`, so inside
+    `tf.function` one random op executes k times (k distinct draws, also with a
+    fixed op seed). A loss with no path to x (a non-differentiable layer) has a
+    zero gradient rather than None.
+
+    Args:
+      model_fn: a callable mapping inputs to logits.
+      x: the input batch (a tensor).
+      loss_fn: `loss_fn(logits)` -> per-example loss (labels bound in the closure).
+      eot_samples: forward passes to average over (int >= 1).
+
+    Returns:
+      (loss [batch] float32, gradient like x, logits float32), each the mean over the draws.
+    """
+
+    def one_draw():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = model_fn(x)
+            loss = tf.cast(loss_fn(logits), tf.float32)
+            total = tf.reduce_sum(loss)
+        grad = tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return loss, grad, tf.cast(logits, tf.float32)
+
+    if eot_samples == 1:
+        return one_draw()
+
+    def body(i, loss_sum, grad_sum, logits_sum):
+        loss, grad, logits = one_draw()
+        logits_sum = tf.cond(i > 0, lambda: logits_sum + logits, lambda: logits)
+        return i + 1, loss_sum + loss, grad_sum + grad, logits_sum
+
+    batch = tf.shape(x)[:1]
+    start = (tf.constant(0), tf.zeros(batch, tf.float32), tf.zeros_like(x), tf.zeros([0], tf.float32))
+    _, loss, grad, logits = tf.while_loop(
+        lambda i, *_: i < eot_samples,
+        body,
+        start,
+        shape_invariants=(
+            tf.TensorShape([]), tf.TensorShape([None]), x.shape, tf.TensorShape(None)
+        ),
+    )
+    k = tf.constant(float(eot_samples), tf.float32)
+    return loss / k, grad / tf.cast(k, grad.dtype), logits / k
+
+
+def loss_gradient(model_fn, x, y, loss_fn, targeted, eot_samples=1):
+    """The gradient of the (summed, per-example) loss at x: ascend it untargeted, descend targeted.
+
+    With `eot_samples` > 1, the mean gradient over that many forward passes (see
+    `loss_and_gradient`).
+    """
+    _, grad, _ = loss_and_gradient(model_fn, x, lambda logits: loss_fn(y, logits), eot_samples)
     return -grad if targeted else grad
 
 

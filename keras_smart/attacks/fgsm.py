@@ -5,7 +5,7 @@ import tensorflow as tf
 from keras_smart.attacks import common
 
 
-def fgsm(model_fn, x, y, *, eps, norm="linf", clip_min=0.0, clip_max=1.0, targeted=False, loss_fn=None):
+def fgsm(model_fn, x, y, *, eps, norm="linf", clip_min=0.0, clip_max=1.0, targeted=False, loss_fn=None, eot_samples=1):
     """One step of size eps along the loss gradient's sign (L-inf) or direction (L2).
 
     Args:
@@ -19,6 +19,8 @@ def fgsm(model_fn, x, y, *, eps, norm="linf", clip_min=0.0, clip_max=1.0, target
       targeted: move towards `y` instead of away from it.
       loss_fn: `loss_fn(y, logits)` -> per-example loss; default cross-entropy
         from logits.
+      eot_samples: forward passes the gradient averages over (expectation over
+        transformation, for randomised models).
 
     Returns:
       The adversarial batch, with ||x_adv - x|| <= eps, inside the clip range.
@@ -28,8 +30,9 @@ def fgsm(model_fn, x, y, *, eps, norm="linf", clip_min=0.0, clip_max=1.0, target
     """
     common.check_positive(eps, "eps")
     norm = common.check_norm(norm)
+    eot_samples = common.check_eot_samples(eot_samples)
     x = tf.convert_to_tensor(x)
     y = tf.convert_to_tensor(y)
     eps = tf.cast(eps, x.dtype)
-    grad = common.loss_gradient(model_fn, x, y, loss_fn or common.default_loss, targeted)
+    grad = common.loss_gradient(model_fn, x, y, loss_fn or common.default_loss, targeted, eot_samples)
     return tf.stop_gradient(common.clip(x + common.step(grad, eps, norm), clip_min, clip_max))

@@ -20,6 +20,7 @@ def pgd(
     targeted=False,
     loss_fn=None,
     seed=None,
+    eot_samples=1,
 ):
     """Iterated gradient steps, each projected back onto the eps-ball around x and the clip range.
 
@@ -40,12 +41,15 @@ def pgd(
       targeted: move towards `y` instead of away from it.
       loss_fn: `loss_fn(y, logits)` -> per-example loss; default cross-entropy.
       seed: seed of the random start.
+      eot_samples: forward passes each step's gradient averages over (expectation
+        over transformation, for randomised models); 1 for deterministic ones.
 
     Returns:
       The adversarial batch (no gradient flows back through it).
 
     Raises:
-      ValueError / TypeError: for a non-positive eps or step size, steps < 1, an unknown norm.
+      ValueError / TypeError: for a non-positive eps or step size, steps < 1, an unknown norm,
+        eot_samples < 1.
 
     Example:
       >>> x_adv = pgd(lambda t: model(t, training=False), x, y, eps=0.3, steps=40, step_size=0.01)
@@ -54,6 +58,7 @@ def pgd(
     common.check_positive(step_size, "step_size")
     steps = common.check_steps(steps)
     norm = common.check_norm(norm)
+    eot_samples = common.check_eot_samples(eot_samples)
     loss_fn = loss_fn or common.default_loss
     x = tf.stop_gradient(tf.convert_to_tensor(x))
     y = tf.convert_to_tensor(y)
@@ -65,7 +70,7 @@ def pgd(
         x_adv = common.clip(x + common.random_start(x, eps, norm, seed), clip_min, clip_max)
 
     def body(i, x_adv):
-        grad = common.loss_gradient(model_fn, x_adv, y, loss_fn, targeted)
+        grad = common.loss_gradient(model_fn, x_adv, y, loss_fn, targeted, eot_samples)
         moved = x_adv + common.step(grad, step_size, norm)
         x_adv = common.clip(x + common.project(moved - x, eps, norm), clip_min, clip_max)
         return i + 1, tf.stop_gradient(x_adv)
