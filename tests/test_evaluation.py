@@ -1,0 +1,315 @@
+"""evaluate_tradeoff: report structure and invariants, gradient-masking checks, randomness, ART adapter, errors."""
+
+import json
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_smart
+from keras_smart import evaluation
+from tests.models import keras
+
+EPS = 0.1
+# Small but complete: every part of the suite runs, with fewer steps and queries than AutoAttack's.
+SMALL = {"apgd-ce": {"steps": 20}, "apgd-dlr": {"steps": 10, "target_classes": 3}, "square": {"queries": 200}}
+ATTACKS = ("fgsm", "pgd20", "autoattack")
+
+
+def _digits_cnn():
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="conv1")(inputs)
+    h = keras.layers.BatchNormalization(momentum=0.9, name="bn1")(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="conv2")(h)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(h)), name="digits")
+
+
+@pytest.fixture(scope="module")
+def smart():
+    """A SMART model trained once-for-all (PGD-3 at eps 0.1) on 1,500 digits; the paths' masks differ."""
+    keras.utils.set_random_seed(0)
+    x, y = keras_smart.data.digits("train")
+    model = keras_smart.convert(_digits_cnn(), "smart")
+    keras_smart.design_masks(model, score="magnitude", density=(0.8, 0.6))
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = keras_smart.callbacks.AdversarialCallback(
+        attack=keras_smart.AttackConfig(eps=EPS, steps=3), lambdas=(0.0, 1.0), clean_share=0.5
+    )
+    model.fit(x[:1500], y[:1500], batch_size=64, epochs=2, verbose=0, callbacks=[callback])
+    return model
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    x, y = keras_smart.data.digits("test")
+    return x[:200], y[:200]
+
+
+@pytest.fixture(scope="module")
+def report(smart, test_digits):
+    keras_smart.set_tradeoff(smart, 0.3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluation.evaluate_tradeoff(
+            smart, test_digits, lambdas=(1.0, 0.0), attacks=ATTACKS, eps=EPS, attack_options=SMALL, progress=False
+        )
+    masking = [w for w in caught if issubclass(w.category, evaluation.GradientMaskingWarning)]
+    return result, masking, keras_smart.get_tradeoff(smart)
+
+
+def test_report_json_has_the_documented_shape(report, smart):
+    result, _, _ = report
+    data = json.loads(result.to_json())
+    assert set(data) == {"settings", "rows", "warnings"}
+    assert [row["tradeoff"] for row in data["rows"]] == [0.0, 1.0]  # sorted
+    for row in data["rows"]:
+        assert list(row) == ["tradeoff", "clean", "fgsm", "pgd20", "autoattack", "worst_case", "nonzero", "macs"]
+    settings = data["settings"]
+    assert settings["eps"] == EPS and settings["norm"] == "linf" and settings["examples"] == 200
+    assert settings["randomness"] == {"mode": "deterministic"}
+    pgd = settings["attacks"]["pgd20"]
+    assert pgd["steps"] == 20 and pgd["step_size"] == pytest.approx(2.5 * EPS / 20) and pgd["random_start"]
+    assert pgd["forward_passes"] == 21 and pgd["gradient_passes"] == 20
+    autoattack = settings["attacks"]["autoattack"]
+    assert autoattack["components"] == ["apgd-ce", "apgd-dlr", "square"]
+    # APGD-CE 20 steps + APGD-T 3 targets x 10 steps + Square 200 queries, each with start and final check.
+    assert autoattack["forward_passes"] == 22 + (3 * 12 + 1) + 201
+    assert settings["masking_checks"]["large_eps"]["eps"] == 0.5
+
+
+def test_worst_case_is_never_above_clean_or_any_attack(report):
+    result, _, _ = report
+    for row in result.rows:
+        for name in ATTACKS:
+            assert row["worst_case"] <= row[name] <= row["clean"]
+        assert 0.0 <= row["worst_case"]
+
+
+def test_autoattack_is_at_most_pgd20_on_a_trained_model(report):
+    result, _, _ = report
+    robust = result.rows[1]
+    assert robust["pgd20"] > 0.3, "the adversarial path should be robust, or the comparison says nothing"
+    assert robust["fgsm"] >= robust["pgd20"]
+    for row in result.rows:
+        assert row["autoattack"] <= row["pgd20"]
+
+
+def test_nonzero_and_macs_are_those_of_the_path_each_tradeoff_selects(report, smart):
+    result, _, _ = report
+    counts = keras_smart.count_nonzero(smart)
+    assert counts.clean != counts.adv
+    assert (result.rows[0]["nonzero"], result.rows[0]["macs"]) == (counts.clean, counts.macs_clean)
+    assert (result.rows[1]["nonzero"], result.rows[1]["macs"]) == (counts.adv, counts.macs_adv)
+    assert result.settings["counts"]["paths"] == {"0": "clean", "1": "adv"}
+
+
+def test_the_models_tradeoff_is_restored(report):
+    _, _, after = report
+    assert after == pytest.approx(0.3)
+
+
+def test_no_masking_warning_on_an_adversarially_trained_model(report):
+    result, masking, _ = report
+    assert result.warnings == () and not masking
+    assert all(v == 0.0 for v in result.settings["masking_checks"]["large_eps"]["accuracy"].values())
+
+
+def test_markdown_and_plot(report, tmp_path):
+    result, _, _ = report
+    table = result.to_markdown()
+    assert "| λ | clean | fgsm | pgd20 | autoattack | worst case | non-zeros | MACs |" in table
+    assert table.count("\n| 0 |") == 1 and table.count("\n| 1 |") == 1
+    assert "PGD-20, 20 steps" in table
+    assert "AutoAttack = APGD-CE, 20 steps then APGD-T (targeted DLR), 10 steps, 3 target classes then " in table
+    assert "200 queries" in table
+    path = result.plot(tmp_path / "frontier.png", baselines={"standard": (0.99, 0.0), "PGD-AT": (0.95, 0.7)})
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    with pytest.raises(ValueError, match="fractions"):
+        result.plot(tmp_path / "bad.png", baselines={"percent": (99.0, 70.0)})
+
+
+# --- plain models and gradient masking ------------------------------------------------------------
+
+
+class _Quantise(keras.layers.Layer):
+    """Rounds inputs to 5 grey levels with no gradient: a textbook way to mask gradients."""
+
+    def call(self, inputs):
+        return tf.stop_gradient(tf.round(inputs * 4.0) / 4.0)
+
+
+@pytest.fixture(scope="module")
+def plain_robust(smart):
+    return keras_smart.strip(smart, tradeoff=1.0)
+
+
+@pytest.mark.slow
+def test_plain_adversarially_trained_model_one_row_and_no_warnings(plain_robust, test_digits):
+    x, y = test_digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", evaluation.GradientMaskingWarning)
+        result = evaluation.evaluate_tradeoff(
+            plain_robust, (x[:150], y[:150]), attacks=("fgsm", "pgd10", "autoattack"), eps=EPS,
+            attack_options=SMALL, progress=False,
+        )
+    assert len(result.rows) == 1 and result.rows[0]["tradeoff"] is None
+    assert result.warnings == ()
+    assert result.rows[0]["autoattack"] <= result.rows[0]["pgd10"] < result.rows[0]["fgsm"]
+    assert result.settings["method"] == "plain" and result.settings["lambdas"] is None
+
+
+@pytest.mark.slow
+def test_masking_warnings_fire_on_a_gradient_masked_model(plain_robust, test_digits):
+    inputs = keras.Input((28, 28, 1))
+    masked = keras.Model(inputs, plain_robust(_Quantise()(inputs)), name="quantised")
+    x, y = test_digits
+    with pytest.warns(evaluation.GradientMaskingWarning):
+        result = evaluation.evaluate_tradeoff(
+            masked, (x[:150], y[:150]), attacks=("fgsm", "pgd10", "autoattack"), eps=2 * EPS,
+            attack_options=SMALL, progress=False,
+        )
+    row = result.rows[0]
+    assert row["fgsm"] == row["clean"]  # zero gradients: FGSM cannot move
+    text = " ".join(result.warnings)
+    assert "gradient-free Square attack broke" in text
+    assert "still leaves" in text  # the large-eps check: PGD cannot reach chance
+    assert row["autoattack"] < row["pgd10"] - 0.05  # and the worst case tells the truth
+
+
+def test_masking_findings_name_the_offending_attacks():
+    options = evaluation.DEFAULT_ATTACK_OPTIONS
+    findings = evaluation.masking_findings("λ=1", {"fgsm": 0.40, "pgd20": 0.50}, ["fgsm", "pgd20"], options)
+    assert len(findings) == 1 and "pgd20" in findings[0] and "fgsm" in findings[0]
+    assert evaluation.masking_findings("λ=1", {"fgsm": 0.50, "pgd20": 0.40}, ["fgsm", "pgd20"], options) == []
+    names = ["pgd20", "autoattack"]
+    assert len(evaluation.masking_findings("λ=1", {"pgd20": 0.4, "autoattack": 0.45}, names, options)) == 1
+    assert evaluation.masking_findings("m", {"pgd20": 0.4}, ["pgd20"], options, broken_by_square_only=0.04) == []
+    assert len(evaluation.masking_findings("m", {"pgd20": 0.4}, ["pgd20"], options, broken_by_square_only=0.06)) == 1
+    assert evaluation.masking_findings("m", {"pgd20": 0.4}, ["pgd20"], options, large_eps=(0.5, 0.15, 0.1)) == []
+    assert len(evaluation.masking_findings("m", {"pgd20": 0.4}, ["pgd20"], options, large_eps=(0.5, 0.3, 0.1))) == 1
+
+
+# --- data forms, randomness ---------------------------------------------------------------------------
+
+
+def test_arrays_one_hot_labels_and_datasets_give_the_same_rows(plain_robust, test_digits):
+    x, y = test_digits
+    x, y = x[:64], y[:64]
+    run = lambda data: evaluation.evaluate_tradeoff(  # noqa: E731
+        plain_robust, data, attacks=("fgsm",), eps=EPS, progress=False
+    ).rows
+    expected = run((x, y))
+    assert run((x, np.eye(10, dtype="float32")[y])) == expected
+    assert run(tf.data.Dataset.from_tensor_slices((x, y)).batch(20)) == expected
+    assert run(tf.data.Dataset.from_tensor_slices((x, y))) == expected  # single examples
+    limited = evaluation.evaluate_tradeoff(
+        plain_robust, (x, y), attacks=("fgsm",), eps=EPS, max_examples=10, progress=False
+    )
+    assert limited.settings["examples"] == 10
+
+
+def test_noisy_models_state_their_randomness_and_reproduce_with_a_seed(plain_robust, test_digits):
+    noisy = keras_smart.convert(plain_robust, "float", noise_init=0.5)
+    x, y = test_digits
+    data = (x[:48], y[:48])
+    run = lambda **kw: evaluation.evaluate_tradeoff(  # noqa: E731
+        noisy, data, lambdas=(0.0, 1.0), attacks=("fgsm",), eps=EPS, progress=False, **kw
+    )
+    eot = run(eot_samples=2, seed=3)
+    assert eot.settings["randomness"]["mode"] == "eot"
+    assert eot.settings["randomness"]["eot_samples"] == 2 and eot.settings["randomness"]["randomised_rows"] == [1.0]
+    assert eot.settings["attacks"]["fgsm"]["forward_passes"] == 3
+    assert run(eot_samples=2, seed=3).rows == eot.rows  # a fixed seed reproduces the noise
+    fixed = run(eot_samples=1, seed=3)
+    assert fixed.settings["randomness"]["mode"] == "fixed_seed"
+    assert run(noise="expected").settings["randomness"]["mode"] == "expected_noise"
+
+
+# --- as_art_classifier --------------------------------------------------------------------------------
+
+
+def test_art_classifier_is_fixed_at_its_tradeoff(smart, test_digits):
+    pytest.importorskip("art")
+    x = test_digits[0][:16]
+    classifier = evaluation.as_art_classifier(smart, tradeoff=1.0)
+    keras_smart.set_tradeoff(smart, 1.0)
+    adversarial_path = smart(x, training=False).numpy()
+    keras_smart.set_tradeoff(smart, 0.0)
+    clean_path = smart(x, training=False).numpy()
+    np.testing.assert_allclose(classifier.predict(x), adversarial_path, atol=1e-5)
+    assert np.abs(classifier.predict(x) - clean_path).max() > 1e-3
+    assert classifier.nb_classes == 10 and classifier.input_shape == (28, 28, 1)
+    loss_gradient = classifier.loss_gradient(x, np.eye(10, dtype="float32")[test_digits[1][:16]])
+    assert loss_gradient.shape == x.shape and np.abs(loss_gradient).max() > 0
+
+
+def test_art_classifier_rejects_a_tradeoff_for_a_plain_model(plain_robust):
+    with pytest.raises(ValueError, match="no trade-off"):
+        evaluation.as_art_classifier(plain_robust, tradeoff=0.5)
+
+
+def test_missing_art_says_how_to_install_it(plain_robust, monkeypatch):
+    evaluation._classifier_class.cache_clear()  # pylint: disable=protected-access
+    monkeypatch.setitem(sys.modules, "art.estimators.classification", None)
+    try:
+        with pytest.raises(ImportError, match=r"pip install keras_smart\[eval\]"):
+            evaluation.as_art_classifier(plain_robust)
+    finally:
+        evaluation._classifier_class.cache_clear()  # pylint: disable=protected-access
+
+
+# --- bad input fails before any work and loses nothing ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, fragment",
+    [
+        ({"lambdas": (0.0, 1.5)}, ValueError, r"\[0, 1\]"),
+        ({"lambdas": (-0.1,)}, ValueError, r"\[0, 1\]"),
+        ({"attacks": ("fgsm", "cw")}, ValueError, "Valid names: 'fgsm', 'pgd<K>'"),
+        ({"attacks": ("pgd",)}, ValueError, "Unknown attack 'pgd'"),
+        ({"attacks": ()}, ValueError, "at least one attack"),
+        ({"eps": 0.0}, ValueError, "eps"),
+        ({"eps": -0.1}, ValueError, "eps"),
+        ({"eps": float("nan")}, ValueError, "eps"),
+        ({"attack_options": {"apgd-ce": {"stpes": 10}}}, ValueError, "Unknown option"),
+        ({"noise": "fresh"}, ValueError, "noise"),
+        ({"data": "empty"}, ValueError, "empty"),
+        ({"data": "empty_dataset"}, ValueError, "empty"),
+        ({"data": "pixels"}, ValueError, "input_range"),
+        ({"data": "labels"}, ValueError, r"class ids in \[0, 10\)"),
+    ],
+)
+def test_bad_input_fails_clearly_before_any_work(smart, test_digits, kwargs, error, fragment):
+    x, y = test_digits
+    data = {
+        "empty": (x[:0], y[:0]),
+        "empty_dataset": tf.data.Dataset.from_tensor_slices((x[:0], y[:0])).batch(4),
+        "pixels": (x[:4] * 255.0, y[:4]),
+        "labels": (x[:4], y[:4] + 10),
+    }.get(kwargs.pop("data", None), (x[:4], y[:4]))
+    keras_smart.set_tradeoff(smart, 0.7)
+    settings = {"eps": EPS, "attacks": ("fgsm",), "lambdas": (0.0, 1.0), "progress": False, **kwargs}
+    with pytest.raises(error, match=fragment):
+        evaluation.evaluate_tradeoff(smart, data, **settings)
+    assert keras_smart.get_tradeoff(smart) == pytest.approx(0.7)
+
+
+def test_plain_models_take_no_lambdas(plain_robust, test_digits):
+    with pytest.raises(ValueError, match="plain Keras model has no trade-off"):
+        evaluation.evaluate_tradeoff(plain_robust, test_digits, lambdas=(0.0, 1.0), eps=EPS, progress=False)
+
+
+def test_a_failure_mid_sweep_restores_the_tradeoff(smart, test_digits, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("attack failed")
+
+    monkeypatch.setattr(evaluation._Sweep, "attack", broken)  # pylint: disable=protected-access
+    keras_smart.set_tradeoff(smart, 0.25)
+    with pytest.raises(RuntimeError, match="attack failed"):
+        evaluation.evaluate_tradeoff(smart, test_digits, lambdas=(1.0,), attacks=("fgsm",), eps=EPS, progress=False)
+    assert keras_smart.get_tradeoff(smart) == pytest.approx(0.25)
