@@ -2,6 +2,7 @@
 
 from keras_smart.layers.base import ConditionalLayer
 from keras_smart.layers.base import expected_noise
+from keras_smart.layers.base import separate_paths
 from keras_smart.layers.base import tradeoff_override
 from keras_smart.layers.conditional_kernel import ConditionalKernel
 from keras_smart.layers.dual_batch_norm import DualBatchNormalization
@@ -29,5 +30,6 @@ __all__ = [
     "NoisyDepthwiseConv2D",
     "NoisySeparableConv2D",
     "expected_noise",
+    "separate_paths",
     "tradeoff_override",
 ]

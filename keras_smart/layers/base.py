@@ -56,6 +56,30 @@ def noise_enabled():
     return not getattr(_STATE, "noise_off", None)
 
 
+def separate_paths():
+    """Makes dual-mask layers compute each path with its own constant kernel (export form).
+
+    Inside this scope a dual-mask layer computes `(1 - a) * f(x; W*M_clean) +
+    a * f(x; W*M_adv)` (a = the path weight of lam) before its bias and
+    activation, instead of one kernel `W * ((1 - a) * M_clean + a * M_adv)`.
+    Both forms compute the same function; this one lets a converter fold each
+    path's kernel into a constant, so a file with lam as an input stores two
+    kernels (not W and two masks) and runs every convolution with constant
+    weights. Two-kernel layers (SeparableConv2D) in blend mode, which are not
+    linear in one kernel, blend their constant kernels instead. Noise must be
+    at its expectation (`expected_noise()`). Read at trace time.
+
+    Example:
+      >>> with separate_paths(), expected_noise(), tradeoff_override(lam_input):
+      ...     logits = model(x)
+    """
+    return _scoped("separate_paths", True)
+
+
+def paths_separated():
+    return bool(getattr(_STATE, "separate_paths", None))
+
+
 def frozen_statistics():
     """Keeps dual batch-norm moving statistics still, also in training mode (attack steps).
 

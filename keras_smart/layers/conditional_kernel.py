@@ -22,7 +22,7 @@ class ConditionalKernel(base.ConditionalLayer):
     shared by both paths; None) and whether the kernels are `noisy`.
 
     Kernel at trade-off lam (a = path weight, see `path_weight`):
-      noisy:  W + lam * |alpha| * std(W) * eta, eta ~ N(0, 1) per call
+      noisy:  W + lam * |alpha| * std(W) * eta * [W != 0], eta ~ N(0, 1) per call
       dual:   (...) * ((1 - a) * M_clean + a * M_adv)
       single: (...) * M
     """
@@ -88,7 +88,9 @@ class ConditionalKernel(base.ConditionalLayer):
             scale = tf.abs(tf.cast(getattr(self, self.noise_scale_name(kernel_name)), dtype))
             spread = tf.stop_gradient(tf.math.reduce_std(kernel))
             eta = tf.random.normal(tf.shape(kernel), dtype=dtype, seed=self.seed)
-            kernel = kernel + tf.cast(lam, dtype) * scale * spread * eta
+            # No noise on exact zeros: a pruned weight stays zero on the noisy path too.
+            present = tf.cast(tf.not_equal(kernel, 0.0), dtype)
+            kernel = kernel + tf.cast(lam, dtype) * scale * spread * eta * present
         masks = [tf.cast(getattr(self, name), dtype) for name in self.mask_names(kernel_name)]
         if self.mask_kind == "dual":
             a = tf.cast(self.path_weight(lam), dtype)
@@ -99,8 +101,42 @@ class ConditionalKernel(base.ConditionalLayer):
 
     def call(self, inputs):
         lam = self.current_tradeoff()
+        if self.mask_kind == "dual" and base.paths_separated():
+            return self._separated_call(inputs, lam)
         kernels = [self.conditional_kernel(name, lam) for name in self.kernel_names]
         return self._forward(inputs, *kernels)
+
+    def _separated_call(self, inputs, lam):
+        """The export form of `call` (see `base.separate_paths`): one constant kernel per path."""
+        if self.noisy and base.noise_enabled():
+            raise ValueError(
+                f"Layer '{self.name}' draws weight noise; `separate_paths()` needs the noise at its "
+                "expectation: wrap the call in keras_smart.layers.expected_noise() as well."
+            )
+        paths = [
+            [self.conditional_kernel(name, tf.constant(p, tf.float32)) for name in self.kernel_names]
+            for p in (0.0, 1.0)
+        ]
+        if self._paths_equal():
+            return self._forward(inputs, *paths[0])
+        a = tf.cast(self.path_weight(lam), self.compute_dtype)
+        continuous = getattr(self, "tradeoff_mode", None) == "blend"
+        if len(self.kernel_names) > 1 and continuous:  # not linear in one kernel: blend the kernels
+            kernels = [(1.0 - a) * k0 + a * k1 for k0, k1 in zip(*paths)]
+            return self._forward(inputs, *kernels)
+        outputs = (1.0 - a) * self._linear(inputs, *paths[0]) + a * self._linear(inputs, *paths[1])
+        return self._bias_and_activation(outputs)
+
+    def _paths_equal(self):
+        """Whether both paths use the same masks (read now, at trace time, from the variables)."""
+        with tf.init_scope():
+            return all(
+                np.array_equal(*[np.asarray(m) for m in self.kernel_masks(name).values()])
+                for name in self.kernel_names
+            )
+
+    def _forward(self, inputs, *kernels):
+        return self._bias_and_activation(self._linear(inputs, *kernels))
 
     def folded_weights(self, tradeoff):
         values = base.weights_by_name(self)
@@ -165,17 +201,18 @@ class Conv2DMath:
                 "converting the rest of the model around it."
             )
 
-    def _forward(self, inputs, kernel):
-        data_format = _tf_data_format(self)
-        outputs = tf.nn.convolution(
+    def _linear(self, inputs, kernel):
+        return tf.nn.convolution(
             inputs,
             kernel,
             strides=self.strides,
             padding=self.padding.upper(),
-            data_format=data_format,
+            data_format=_tf_data_format(self),
             dilations=self.dilation_rate,
         )
-        return _add_bias_and_activate(self, outputs, data_format)
+
+    def _bias_and_activation(self, outputs):
+        return _add_bias_and_activate(self, outputs, _tf_data_format(self))
 
 
 class DepthwiseConv2DMath:
@@ -185,17 +222,18 @@ class DepthwiseConv2DMath:
     def check_source(cls, layer):
         """Every DepthwiseConv2D / SeparableConv2D configuration is supported."""
 
-    def _forward(self, inputs, depthwise_kernel):
-        data_format = _tf_data_format(self)
-        outputs = tf.nn.depthwise_conv2d(
+    def _linear(self, inputs, depthwise_kernel):
+        return tf.nn.depthwise_conv2d(
             inputs,
             depthwise_kernel,
             strides=_four_d_strides(self),
             padding=self.padding.upper(),
-            data_format=data_format,
+            data_format=_tf_data_format(self),
             dilations=self.dilation_rate,
         )
-        return _add_bias_and_activate(self, outputs, data_format)
+
+    def _bias_and_activation(self, outputs):
+        return _add_bias_and_activate(self, outputs, _tf_data_format(self))
 
 
 class SeparableConv2DMath:
@@ -205,18 +243,19 @@ class SeparableConv2DMath:
     def check_source(cls, layer):
         """Every DepthwiseConv2D / SeparableConv2D configuration is supported."""
 
-    def _forward(self, inputs, depthwise_kernel, pointwise_kernel):
-        data_format = _tf_data_format(self)
-        outputs = tf.nn.separable_conv2d(
+    def _linear(self, inputs, depthwise_kernel, pointwise_kernel):
+        return tf.nn.separable_conv2d(
             inputs,
             depthwise_kernel,
             pointwise_kernel,
             strides=_four_d_strides(self),
             padding=self.padding.upper(),
-            data_format=data_format,
+            data_format=_tf_data_format(self),
             dilations=self.dilation_rate,
         )
-        return _add_bias_and_activate(self, outputs, data_format)
+
+    def _bias_and_activation(self, outputs):
+        return _add_bias_and_activate(self, outputs, _tf_data_format(self))
 
 
 class DenseMath:
@@ -231,9 +270,10 @@ class DenseMath:
                 "conditional kernels need a plain kernel. Merge or disable LoRA before convert."
             )
 
-    def _forward(self, inputs, kernel):
+    def _linear(self, inputs, kernel):
         if inputs.shape.rank == 2:
-            outputs = tf.matmul(inputs, kernel)
-        else:
-            outputs = tf.tensordot(inputs, kernel, [[inputs.shape.rank - 1], [0]])
+            return tf.matmul(inputs, kernel)
+        return tf.tensordot(inputs, kernel, [[inputs.shape.rank - 1], [0]])
+
+    def _bias_and_activation(self, outputs):
         return _add_bias_and_activate(self, outputs)

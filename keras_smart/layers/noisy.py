@@ -11,7 +11,8 @@ class Noisy(ck.ConditionalKernel):
     """Mixin: kernel W + lam * |alpha| * std(W) * eta, eta ~ N(0, 1) drawn on every call.
 
     lam = 0 is exactly the noise-free kernel. `alpha` ("<kernel>_noise_scale")
-    is trainable, one scalar per kernel.
+    is trainable, one scalar per kernel. Weights that are exactly zero (pruned)
+    get no noise, so they stay zero on the noisy path too.
 
     Args (besides the Keras layer's own):
       noise_init: initial alpha (default 0.25).
