@@ -43,8 +43,10 @@ EVAL_ATTACK = keras_smart.AttackConfig(eps=EPS, steps=20)
 
 OAT_RECIPE = {"lambdas": keras_smart.config.OAT_LAMBDAS, "clean_share": 1 / 6}
 TWO_PATHS = {"lambdas": (0.0, 1.0), "clean_share": 0.5}  # switch mode has two paths: train each on its own loss
+ADV_HEAVY = {"lambdas": (0.0, 1.0), "clean_share": 0.25}  # three quarters of each batch on the adversarial path
 
-# name -> (method, convert options, mask score or None, AdversarialCallback lambdas and clean share)
+# name -> (method, convert options, mask score or None, AdversarialCallback lambdas and clean share[,
+#          MaskUpdate options])
 RUNS = {
     "standard": None,
     "pgd_at": None,
@@ -53,6 +55,8 @@ RUNS = {
     "smart_switch_random": ("smart", {"tradeoff_mode": "switch"}, "random", TWO_PATHS),
     "smart_switch_learned": ("smart", {"tradeoff_mode": "switch"}, "learned", TWO_PATHS),
     "smart_switch_snip_oat_recipe": ("smart", {"tradeoff_mode": "switch"}, "snip", OAT_RECIPE),
+    "smart_switch_snip_adv_heavy": ("smart", {"tradeoff_mode": "switch"}, "snip", ADV_HEAVY),
+    "smart_switch_snip_overlap_half": ("smart", {"tradeoff_mode": "switch"}, "snip", TWO_PATHS, {"max_overlap": 0.5}),
     "smart_blend_snip": ("smart", {"tradeoff_mode": "blend"}, "snip", OAT_RECIPE),
     "smart_noise_snip": ("smart", {"tradeoff_mode": "noise"}, "snip", OAT_RECIPE),
     "float": ("float", {}, None, OAT_RECIPE),
@@ -122,14 +126,14 @@ def _train(name, args, x, y):
         )
         model.fit(**fit, callbacks=[warm_up])
         return model
-    method, options, score, recipe = RUNS[name]
+    method, options, score, recipe, *mask_options = RUNS[name]
     smart = _compile(keras_smart.convert(base, method, **options), args.learning_rate)
     cbs = [callbacks.AdversarialCallback(attack=TRAIN_ATTACK, eps_schedule=args.warmup, seed=args.seed, **recipe)]
     if score is not None:
         cbs.append(
             callbacks.MaskUpdate(
                 (x[:512], y[:512]), score=score, density=(args.density, args.density), warmup_epochs=1,
-                seed=args.seed, attack=TRAIN_ATTACK,
+                seed=args.seed, attack=TRAIN_ATTACK, **(mask_options[0] if mask_options else {}),
             )
         )
     smart.fit(**fit, callbacks=cbs)
@@ -166,7 +170,7 @@ def main(args):
             "nonzero": {"total": counts.total, "clean": counts.clean, "adv": counts.adv, "union": counts.union},
             "conditioning_weights": counts.conditioning,
         }
-        if args.save_dir and name == args.save:
+        if args.save_dir and name in args.save:
             os.makedirs(args.save_dir, exist_ok=True)
             model.save(os.path.join(args.save_dir, f"{name}.keras"))
         print(json.dumps({name: results[name]}), flush=True) if args.verbose else None
@@ -219,11 +223,12 @@ if __name__ == "__main__":
     parser.add_argument("--density", type=float, default=0.35, help="SMART's per-path density")
     parser.add_argument("--train_examples", type=int, default=0, help="0: all 4,000")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save_dir", default="", help="where to save the --save run's .keras model")
-    parser.add_argument("--save", default="smart_switch_snip")
+    parser.add_argument("--save_dir", default="", help="where to save the --save runs' .keras models")
+    parser.add_argument("--save", default="smart_switch_snip", help="comma-separated runs to save")
     parser.add_argument("--verbose", action="store_true", help="print each run's JSON as it finishes")
     parsed = parser.parse_args()
     parsed.runs = [r for r in parsed.runs.split(",") if r]
+    parsed.save = parsed.save.split(",")
     unknown = sorted(set(parsed.runs) - set(RUNS))
     if unknown:
         parser.error(f"unknown runs {unknown}; choose from {sorted(RUNS)}")

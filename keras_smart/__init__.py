@@ -5,7 +5,10 @@ from keras_smart import attacks
 from keras_smart import backbones
 from keras_smart import callbacks
 from keras_smart import data
+from keras_smart import evaluation
+from keras_smart import export
 from keras_smart import layers
+from keras_smart import pruning
 from keras_smart.config import AdversarialConfig
 from keras_smart.config import AttackConfig
 from keras_smart.config import MaskConfig
@@ -15,6 +18,8 @@ from keras_smart.convert import convert
 from keras_smart.convert import get_tradeoff
 from keras_smart.convert import set_tradeoff
 from keras_smart.convert import strip
+from keras_smart.evaluation import TradeoffReport
+from keras_smart.evaluation import evaluate_tradeoff
 from keras_smart.masks import NonzeroCount
 from keras_smart.masks import count_nonzero
 from keras_smart.masks import design_masks
@@ -34,6 +39,7 @@ __all__ = [
     "NonzeroCount",
     "SmartModel",
     "TradeoffMode",
+    "TradeoffReport",
     "__version__",
     "attacks",
     "backbones",
@@ -42,9 +48,13 @@ __all__ = [
     "count_nonzero",
     "data",
     "design_masks",
+    "evaluate_tradeoff",
+    "evaluation",
+    "export",
     "get_masks",
     "get_tradeoff",
     "layers",
+    "pruning",
     "set_masks",
     "set_tradeoff",
     "strip",

@@ -32,6 +32,7 @@ from keras_smart import callbacks as callbacks_lib
 from keras_smart import config as config_lib
 from keras_smart.convert import convert
 from keras_smart import data as data_lib
+from keras_smart import export as export_lib
 
 keras = _compat.keras
 
@@ -105,6 +106,10 @@ class TrainSettings:
 
 class RunExistsError(FileExistsError):
     """The output directory holds a finished run, or an unfinished one with other settings."""
+
+
+# Errors a command reports in one line (exit status 2) rather than as a traceback.
+USER_ERRORS = (RunExistsError, FileNotFoundError, ValueError, data_lib.DataNotAvailableError, export_lib.ExportError)
 
 
 def _prepare_run_dir(run_dir, settings, overwrite):
@@ -245,8 +250,11 @@ def _test_arrays(settings, max_examples):
 
 
 def evaluate(run_dir, *, tradeoffs=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), attacks=("fgsm", "pgd20", "autoattack"),
-             eps=None, max_examples=1000, batch_size=256, seed=0, progress=True):
+             eps=None, max_examples=1000, batch_size=256, seed=0, attack_options=None, progress=True):
     """The trade-off report of a trained run, written to `run_dir/report/`.
+
+    `attack_options` overrides `evaluation.DEFAULT_ATTACK_OPTIONS` (AutoAttack's
+    standard settings), e.g. {"square": {"queries": 1000}}.
 
     Returns:
       The `TradeoffReport`; report.json, report.md and frontier.png are written.
@@ -257,7 +265,7 @@ def evaluate(run_dir, *, tradeoffs=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), attacks=("fgs
     x, y = _test_arrays(settings, max_examples)
     report = evaluation.evaluate_tradeoff(
         model, (x, y), lambdas=tuple(tradeoffs), attacks=tuple(attacks), eps=eps or settings.eps,
-        norm=settings.norm, batch_size=batch_size, seed=seed, progress=progress,
+        norm=settings.norm, batch_size=batch_size, seed=seed, attack_options=attack_options, progress=progress,
     )
     report_dir = pathlib.Path(run_dir) / "report"
     report_dir.mkdir(exist_ok=True)
@@ -273,8 +281,6 @@ def export(run_dir, *, tradeoffs=(0.0, 1.0), quantize=None, runtime_tradeoff=Fal
     Uses `run_dir/report/report.json` for the measured accuracies when
     `evaluate` has run. Returns what `keras_smart.export.bundle` returns.
     """
-    from keras_smart import export as export_lib  # pylint: disable=g-import-not-at-top
-
     model, settings = _load_run(run_dir)
     report_path = pathlib.Path(run_dir) / "report" / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else None
@@ -293,7 +299,7 @@ DEMO_SETTINGS = TrainSettings(lambdas=(0.0, 1.0), clean_share=0.5)
 
 
 def demo(output_dir="keras_smart_demo", *, epochs=None, max_examples=0, eval_examples=500,
-         attacks=("fgsm", "pgd20", "autoattack"), verbose=1):
+         attacks=("fgsm", "pgd20", "autoattack"), quantize="int8", verbose=1):
     """The main job on the embedded digits: convert, train SMART, evaluate the frontier, export the bundle.
 
     Replaces `output_dir` (it is the demo's own). Returns (report, bundle result).
@@ -307,7 +313,7 @@ def demo(output_dir="keras_smart_demo", *, epochs=None, max_examples=0, eval_exa
     report = evaluate(run_dir, tradeoffs=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), attacks=attacks,
                       max_examples=eval_examples, progress=bool(verbose))
     evaluated = time.perf_counter()
-    bundle = export(run_dir, tradeoffs=(0.0, 1.0), quantize="int8")
+    bundle = export(run_dir, tradeoffs=(0.0, 1.0), quantize=quantize)
     done = time.perf_counter()
     print()
     print(report.to_markdown())
@@ -399,7 +405,7 @@ def main(argv):
             demo(FLAGS.output_dir or "keras_smart_demo", epochs=FLAGS.epochs if FLAGS["epochs"].present else None,
                  max_examples=FLAGS.max_examples, eval_examples=FLAGS.eval_examples if FLAGS["eval_examples"].present
                  else 500, attacks=FLAGS.attacks)
-    except (RunExistsError, FileNotFoundError, ValueError, data_lib.DataNotAvailableError) as e:
+    except USER_ERRORS as e:
         print(f"keras-smart {command}: {e}", file=sys.stderr)
         return 2
     return 0

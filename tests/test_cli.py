@@ -80,7 +80,7 @@ def _cli(*args, cwd):
 
 
 @pytest.mark.slow
-def test_train_subcommand_writes_a_run_and_refuses_a_second_time(tmp_path):
+def test_subcommands_train_evaluate_and_export_a_run(tmp_path):
     args = ["train", f"--output_dir={tmp_path / 'run'}", "--epochs=1", "--max_examples=64", "--attack_steps=1",
             "--mask_warmup=0", "--eps_warmup=0"]
     first = _cli(*args, cwd=tmp_path)
@@ -90,3 +90,42 @@ def test_train_subcommand_writes_a_run_and_refuses_a_second_time(tmp_path):
     assert any((tmp_path / "run" / "logs").rglob("*tfevents*")), "TensorBoard logs"
     second = _cli(*args, cwd=tmp_path)
     assert second.returncode == 2 and "--overwrite" in second.stderr
+
+    run = f"--run_dir={tmp_path / 'run'}"
+    evaluated = _cli("evaluate", run, "--eval_examples=16", "--attacks=fgsm", "--tradeoffs=0,1", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "| λ | clean | fgsm |" in evaluated.stdout
+    report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    assert [row["tradeoff"] for row in report["rows"]] == [0.0, 1.0]
+    exported = _cli("export", run, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "run" / "bundle").iterdir()) == [
+        "labels.txt", "smart.json", "tradeoff_000.tflite", "tradeoff_100.tflite"
+    ]
+    missing = _cli("evaluate", f"--run_dir={tmp_path / 'none'}", cwd=tmp_path)
+    assert missing.returncode == 2 and "train first" in missing.stderr
+
+
+def test_demo_trains_evaluates_and_exports_on_a_tiny_budget(tmp_path, capsys):
+    report, bundle = cli.demo(
+        tmp_path / "demo", epochs=1, max_examples=128, eval_examples=32, attacks=("fgsm", "pgd20"),
+        quantize="dynamic", verbose=0,  # int8's top-1 check needs a model trained longer than one tiny epoch
+    )
+    out = capsys.readouterr().out
+    assert [row["tradeoff"] for row in report.rows] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert "| λ | clean | fgsm | pgd20 |" in out and str(tmp_path / "demo" / "bundle") in out
+    written = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
+    assert written["rows"] == json.loads(report.to_json())["rows"]
+    assert (tmp_path / "demo" / "report" / "frontier.png").stat().st_size > 0
+    metadata = json.loads((tmp_path / "demo" / "bundle" / "smart.json").read_text())
+    files = sorted(p.name for p in (tmp_path / "demo" / "bundle").glob("*.tflite"))
+    assert files == ["tradeoff_000.tflite", "tradeoff_100.tflite"]
+    assert "clean" in json.dumps(metadata), "the bundle carries the measured accuracies"
+    assert (tmp_path / "demo" / "bundle" / "labels.txt").read_text().split() == [str(d) for d in range(10)]
+
+
+def test_evaluate_and_export_need_a_finished_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train first"):
+        cli.evaluate(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="train first"):
+        cli.export(tmp_path / "nothing")
