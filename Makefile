@@ -14,7 +14,7 @@ $(INSTALLED): setup.py
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
-	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python examples/quickstart.py
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/keras-smart demo
 
 # The suite runs in both Keras flavours: Keras 3 (default), then tf_keras.
 test: test-keras3 test-tf-keras

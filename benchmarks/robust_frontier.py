@@ -68,7 +68,8 @@ def main(args):
         with open(args.model) as f:
             report = evaluation.TradeoffReport.from_json(f.read())
     else:
-        report = evaluation.evaluate_tradeoff(_load(args.model), (x, y), **shared)
+        lambdas = tuple(float(l) for l in args.lambdas.split(","))
+        report = evaluation.evaluate_tradeoff(_load(args.model), (x, y), lambdas=lambdas, **shared)
     seconds = round(time.perf_counter() - started, 1)
     with open(os.path.join(args.out_dir, "report.json"), "w") as f:
         f.write(report.to_json())
@@ -101,6 +102,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--out_dir", default="robust_frontier")
     parser.add_argument("--attacks", default="fgsm,pgd20,autoattack")
+    parser.add_argument("--lambdas", default="0,0.2,0.4,0.6,0.8,1", help="trade-offs of the SmartModel")
     parser.add_argument("--eps", type=float, default=0.3)
     parser.add_argument("--examples", type=int, default=0, help="0: all 1,000 test digits")
     parser.add_argument("--apgd_steps", type=int, default=100)

@@ -57,6 +57,8 @@ RUNS = {
     "smart_switch_snip_oat_recipe": ("smart", {"tradeoff_mode": "switch"}, "snip", OAT_RECIPE),
     "smart_switch_snip_adv_heavy": ("smart", {"tradeoff_mode": "switch"}, "snip", ADV_HEAVY),
     "smart_switch_snip_overlap_half": ("smart", {"tradeoff_mode": "switch"}, "snip", TWO_PATHS, {"max_overlap": 0.5}),
+    "smart_switch_snip_global": ("smart", {"tradeoff_mode": "switch"}, "snip", TWO_PATHS, {"allocation": "global"}),
+    "smart_blend_snip_global": ("smart", {"tradeoff_mode": "blend"}, "snip", OAT_RECIPE, {"allocation": "global"}),
     "smart_blend_snip": ("smart", {"tradeoff_mode": "blend"}, "snip", OAT_RECIPE),
     "smart_noise_snip": ("smart", {"tradeoff_mode": "noise"}, "snip", OAT_RECIPE),
     "float": ("float", {}, None, OAT_RECIPE),
@@ -172,6 +174,8 @@ def main(args):
         }
         if args.save_dir and name in args.save:
             os.makedirs(args.save_dir, exist_ok=True)
+            if not isinstance(model, keras_smart.SmartModel):  # a plain Functional model: loads anywhere
+                model = keras.Model(model.inputs, model.outputs, name=name)
             model.save(os.path.join(args.save_dir, f"{name}.keras"))
         print(json.dumps({name: results[name]}), flush=True) if args.verbose else None
     robust_key = EVAL_ATTACK.name

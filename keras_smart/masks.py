@@ -157,6 +157,17 @@ def _top_k_mask(scores, keep, blocked=None, max_shared=None):
     return mask.reshape(scores.shape)
 
 
+def _allocate_globally(kernels, scores):
+    """Sets each kernel's keep counts from one top-k over the scores of all kernels, per path."""
+    for path in range(len(kernels[0].keep)):
+        flat = np.concatenate([np.ravel(kernel_scores[path]) for kernel_scores in scores])
+        owner = np.repeat(np.arange(len(kernels)), [k.size for k in kernels])
+        wanted = sum(k.keep[path] for k in kernels)
+        kept = np.bincount(owner[np.argsort(-flat, kind="stable")[:wanted]], minlength=len(kernels))
+        for kernel, count in zip(kernels, kept):
+            kernel.keep[path] = max(1, int(count))
+
+
 class _MaskedKernel:
     """One masked kernel: its layer, its mask variables, and the scores that rank its weights."""
 
@@ -309,8 +320,9 @@ def design_masks(
     max_batches=8,
     steps=100,
     learning_rate=0.01,
+    allocation="layer",
 ):
-    """Designs and sets masks for every masked kernel, layer by layer, at the given densities.
+    """Designs and sets masks for every masked kernel at the given densities.
 
     Each kernel keeps its top `round(density * size)` weights by score:
     - "magnitude": |W| (at equal densities both SMART paths get the same mask);
@@ -326,6 +338,12 @@ def design_masks(
       mask on adversarial ones. Costs about `steps` adversarial training steps.
     Scoring holds weight noise at its expectation and runs batch-norm in
     inference mode. FLOATS designs its one-shot mask with the same scores.
+
+    `allocation="layer"` gives every kernel the same density; `"global"` ranks
+    the scores of all kernels together (SNIP's own rule), so each path keeps
+    `density` of all masked weights, and a kernel whose weights score higher
+    (often a small convolution beside a large dense layer) keeps more of them;
+    every kernel keeps at least one weight per path.
 
     Args:
       model: a SmartModel converted with method "smart" or "floats".
@@ -344,6 +362,9 @@ def design_masks(
       batch_size, max_batches: how arrays are batched and how many batches
         are used ("learned" cycles through them).
       steps, learning_rate: the score training of "learned".
+      allocation: "layer" (the density per kernel) or "global" (the density
+        over all masked kernels together; not with "learned", whose top-k is
+        per kernel while it trains).
 
     Returns:
       The masks set, as `get_masks` returns them.
@@ -370,6 +391,10 @@ def design_masks(
                 )
             densities = densities[:1]
         kernels.extend(_MaskedKernel(layer, kernel_name, densities) for kernel_name in layer.kernel_names)
+    if allocation not in ("layer", "global"):
+        raise ValueError(f'`allocation` must be "layer" or "global". Received: allocation={allocation!r}')
+    if allocation == "global" and mask_config.score == config_lib.MaskScore.LEARNED:
+        raise ValueError('score="learned" trains per-kernel top-k masks: use allocation="layer".')
     from_data = mask_config.score in (config_lib.MaskScore.SNIP, config_lib.MaskScore.LEARNED)
     if from_data != (data is not None):
         raise ValueError(
@@ -400,6 +425,8 @@ def design_masks(
         except BaseException:
             set_masks(model, previous)
             raise
+    if allocation == "global":
+        _allocate_globally(kernels, scores)
     masks = {}
     for kernel, kernel_scores in zip(kernels, scores):
         masks.setdefault(kernel.layer.name, {}).update(kernel.select(kernel_scores, mask_config.max_overlap))

@@ -338,3 +338,27 @@ def test_mask_update_refreshes_on_schedule():
         keras_smart.callbacks.MaskUpdate(score="random", refresh_every=0)
     with pytest.raises(ValueError, match="needs `data`"):
         keras_smart.callbacks.MaskUpdate(score="snip")
+
+
+def test_global_allocation_ranks_all_kernels_together():
+    smart = keras_smart.convert(_mlp(), "smart")
+    fc1, fc2 = smart.get_layer("fc1"), smart.get_layer("fc2")
+    fc2.kernel.assign(np.abs(fc2.kernel.numpy()) + 10.0)  # the small layer's weights all outrank the large one's
+    masks = keras_smart.design_masks(smart, score="magnitude", density=(0.4, 0.3), allocation="global")
+    for name, density in (("kernel_clean_mask", 0.4), ("kernel_adv_mask", 0.3)):
+        assert masks["fc2"][name].sum() == 64, "every weight of the high-scoring kernel is kept"
+        assert masks["fc1"][name].sum() + 64 == round(density * 192) + round(density * 64)  # the same total
+    by_layer = keras_smart.design_masks(smart, score="magnitude", density=(0.4, 0.3))
+    assert by_layer["fc2"]["kernel_clean_mask"].sum() == round(0.4 * 64)
+
+
+def test_global_allocation_keeps_a_weight_in_every_kernel_and_rejects_bad_options():
+    smart = keras_smart.convert(_mlp(), "smart")
+    smart.get_layer("fc2").kernel.assign(smart.get_layer("fc2").kernel.numpy() * 1e-6)
+    masks = keras_smart.design_masks(smart, score="magnitude", density=0.1, allocation="global")
+    assert masks["fc2"]["kernel_clean_mask"].sum() >= 1 and masks["fc2"]["kernel_adv_mask"].sum() >= 1
+    with pytest.raises(ValueError, match='`allocation` must be "layer" or "global"'):
+        keras_smart.design_masks(smart, density=0.1, allocation="model")
+    x, y = _mlp_data()
+    with pytest.raises(ValueError, match="learned.*allocation=\"layer\""):
+        keras_smart.design_masks(smart, score="learned", density=0.1, data=(x, y), allocation="global")
