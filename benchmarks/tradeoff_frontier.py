@@ -59,6 +59,10 @@ RUNS = {
     "smart_switch_snip_overlap_half": ("smart", {"tradeoff_mode": "switch"}, "snip", TWO_PATHS, {"max_overlap": 0.5}),
     "smart_switch_snip_global": ("smart", {"tradeoff_mode": "switch"}, "snip", TWO_PATHS, {"allocation": "global"}),
     "smart_blend_snip_global": ("smart", {"tradeoff_mode": "blend"}, "snip", OAT_RECIPE, {"allocation": "global"}),
+    "smart_noise_snip_global": ("smart", {"tradeoff_mode": "noise"}, "snip", OAT_RECIPE, {"allocation": "global"}),
+    "smart_switch_magnitude_global": (
+        "smart", {"tradeoff_mode": "switch"}, "magnitude", TWO_PATHS, {"allocation": "global"}
+    ),
     "smart_blend_snip": ("smart", {"tradeoff_mode": "blend"}, "snip", OAT_RECIPE),
     "smart_noise_snip": ("smart", {"tradeoff_mode": "noise"}, "snip", OAT_RECIPE),
     "float": ("float", {}, None, OAT_RECIPE),

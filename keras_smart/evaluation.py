@@ -205,6 +205,10 @@ class TradeoffReport:
         ax.set_xlabel("clean accuracy (%)")
         ax.set_ylabel(f"robust accuracy (%), {what}")
         ax.set_title(f"{norm} eps = {s.get('eps'):g}, {s.get('examples')} examples", fontsize=10)
+        # At least 5 points wide: a 0.2-point difference in clean accuracy should look like one.
+        xs = clean + [100 * bc for bc, _ in points.values()]
+        middle, half = (max(xs) + min(xs)) / 2, max(2.5, (max(xs) - min(xs)) / 2 + 0.5)
+        ax.set_xlim(max(0.0, middle - half) - 0.5, min(100.0, middle + half) + 1.5)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
@@ -216,7 +220,10 @@ def _describe_attack(settings):
     """A phrase for the Markdown report, e.g. "APGD-T (targeted DLR), 100 steps, 9 target classes"."""
     if "parts" in settings:
         return "AutoAttack = " + " then ".join(_describe_attack(part) for part in settings["parts"].values())
-    cost = f"{settings['queries']} queries" if "queries" in settings else f"{settings['steps']} steps"
+    if "queries" in settings:
+        cost = f"{settings['queries']} queries"
+    else:
+        cost = f"{settings['steps']} step{'s' if settings['steps'] != 1 else ''}"
     parts = [settings["attack"], cost]
     if settings.get("target_classes"):
         parts.append(f"{settings['target_classes']} target classes")

@@ -203,6 +203,7 @@ def to_tflite(
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         result = _verify(model, temporary, path, options, check)
+        _set_default_mode(temporary, 0o666)  # mkstemp creates 0600; an exported file is shared like any other
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -824,8 +825,16 @@ def _method_of(model):
     return None
 
 
+def _set_default_mode(path, mode):
+    """Gives `path` the permissions a plain open()/mkdir() would: `mode` less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
 def _move_into_place(staging, out_dir):
     """Renames the finished `staging` directory to `out_dir` (replacing an old one last)."""
+    _set_default_mode(staging, 0o777)  # mkdtemp creates 0700
     if not os.path.exists(out_dir):
         os.rename(staging, out_dir)
         return

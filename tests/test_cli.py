@@ -69,6 +69,10 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         cli.TrainSettings(eps=-1.0)
     with pytest.raises(ValueError, match="lambdas"):
         cli.TrainSettings(lambdas=(0.0, 2.0))
+    with pytest.raises(ValueError, match="mask_allocation"):
+        cli.TrainSettings(mask_allocation="model")
+    with pytest.raises(ValueError, match="learned"):
+        cli.TrainSettings(mask_score="learned")
     assert not any(tmp_path.iterdir())
 
 
@@ -112,7 +116,7 @@ def test_demo_trains_evaluates_and_exports_on_a_tiny_budget(tmp_path, capsys):
         quantize=None, verbose=0,  # quantized files' top-1 check needs a model trained longer than one tiny epoch
     )
     out = capsys.readouterr().out
-    assert [row["tradeoff"] for row in report.rows] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert [row["tradeoff"] for row in report.rows] == list(cli.DEMO_TRADEOFFS)
     assert "| λ | clean | fgsm | pgd20 |" in out and str(tmp_path / "demo" / "bundle") in out
     written = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
     assert written["rows"] == json.loads(report.to_json())["rows"]

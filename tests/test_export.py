@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -331,6 +332,10 @@ def test_bundle_writes_files_labels_and_metadata(tmp_path):
         assert models.max_abs_diff(_run_file(str(path), x), _keras(smart, x, lam)) <= 1e-4
     assert on_disk["report"]["settings"]["eps"] == 0.3
     assert [t["tradeoff"] for t in on_disk["tradeoffs"]] == [0.0, 1.0]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask, "the bundle directory is not left private"
+    assert stat.S_IMODE((out / "tradeoff_000.tflite").stat().st_mode) == 0o666 & ~umask
 
 
 def test_runtime_bundle_has_one_file_with_a_tradeoff_input(tmp_path):
