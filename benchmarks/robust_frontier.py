@@ -8,10 +8,10 @@ Square 5,000 queries), plus FGSM and PGD-20. Writes report.json, report.md and
 frontier.png into --out_dir and prints one JSON object. Not a test.
 
 Run:
-  python benchmarks/tradeoff_frontier.py --runs smart_switch_snip --save smart_switch_snip --save_dir runs
-  python benchmarks/tradeoff_frontier.py --runs pgd_at --save pgd_at --save_dir runs
-  python benchmarks/robust_frontier.py --model runs/smart_switch_snip.keras \\
-      --baseline pgd_at=runs/pgd_at.keras --out_dir runs/eval
+  python benchmarks/tradeoff_frontier.py --runs standard,pgd_at,smart_switch_snip_global \\
+      --save standard,pgd_at,smart_switch_snip_global --save_dir runs
+  python benchmarks/robust_frontier.py --model runs/smart_switch_snip_global.keras --lambdas 0,1 \\
+      --baseline standard=runs/standard.keras --baseline pgd_at=runs/pgd_at.keras --out_dir runs/eval
 """
 
 import argparse

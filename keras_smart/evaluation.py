@@ -192,7 +192,10 @@ class TradeoffReport:
         ax = fig.add_subplot()
         clean = [100 * r["clean"] for r in self.rows]
         attacked = [100 * r[robust] for r in self.rows]
-        ax.plot(clean, attacked, "-o", color="tab:blue", label=self.settings.get("model", "model"))
+        label = self.settings.get("model", "model")
+        if self.settings.get("method"):
+            label += f", {self.settings['method']}"
+        ax.plot(clean, attacked, "-o", color="tab:blue", label=label)
         for row, cx, cy in zip(self.rows, clean, attacked):
             label = "plain" if row["tradeoff"] is None else f"λ={row['tradeoff']:g}"
             ax.annotate(label, (cx, cy), textcoords="offset points", xytext=(6, 4), fontsize=8)

@@ -17,7 +17,8 @@ from keras_smart.layers import conditional_kernel as ck
 
 keras = _compat.keras
 
-_KERNEL_LAYERS = (
+# The layers whose kernels count as weights (conditional or plain).
+KERNEL_LAYERS = (
     keras.layers.Conv2D,
     keras.layers.DepthwiseConv2D,
     keras.layers.SeparableConv2D,
@@ -518,7 +519,7 @@ def count_nonzero(model):
     for layer in _compat.flatten_layers(model):
         if isinstance(layer, base.ConditionalLayer):
             conditioning += _conditioning_weights(layer)
-        if not isinstance(layer, _KERNEL_LAYERS):
+        if not isinstance(layer, KERNEL_LAYERS):
             continue
         positions = _positions(layer)
         row = dict.fromkeys(("total", "clean", "adv", "union"), 0)

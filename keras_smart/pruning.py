@@ -41,17 +41,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_smart import _compat
+from keras_smart import masks
 from keras_smart import training
 from keras_smart.layers import conditional_kernel as ck
 
 keras = _compat.keras
 
-_KERNEL_LAYERS = (
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv2D,
-    keras.layers.Dense,
-)
 _TFMOT_PRUNE_WRAPPER = "PruneLowMagnitude"
 
 
@@ -179,7 +174,7 @@ class _Kernel:
 
 
 def _prunable_kernels(model, layer_names):
-    layers = [l for l in _compat.flatten_layers(model) if isinstance(l, _KERNEL_LAYERS)]
+    layers = [l for l in _compat.flatten_layers(model) if isinstance(l, masks.KERNEL_LAYERS)]
     wrapped = [l.name for l in _compat.flatten_layers(model) if type(l).__name__ == _TFMOT_PRUNE_WRAPPER]
     if wrapped:
         raise ValueError(
@@ -373,7 +368,7 @@ def kernel_sparsity(model):
         raise TypeError(f"`kernel_sparsity` expects a Keras model. Received: {type(model).__name__}")
     result = {}
     for layer in _compat.flatten_layers(model):
-        if not isinstance(layer, _KERNEL_LAYERS) or type(layer).__name__ == _TFMOT_PRUNE_WRAPPER:
+        if not isinstance(layer, masks.KERNEL_LAYERS) or type(layer).__name__ == _TFMOT_PRUNE_WRAPPER:
             continue
         for name in _kernel_names(layer):
             kernel = np.asarray(getattr(layer, name).numpy())

@@ -91,3 +91,18 @@ def randomize_conditional_state(model, seed=0):
 def max_abs_diff(a, b):
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
+
+
+def trained_digits_cnn(examples=1000, seed=0):
+    """A small plain CNN trained for two epochs on the first `examples` embedded digits (None: all 4,000)."""
+    import keras_smart  # pylint: disable=g-import-not-at-top
+
+    keras.utils.set_random_seed(seed)
+    x, y = keras_smart.data.digits("train")
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inputs)
+    h = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h)))
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:examples], y[:examples], batch_size=64, epochs=2, verbose=0)
+    return model

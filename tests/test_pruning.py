@@ -27,7 +27,7 @@ def _model(method, builder=models.conv_block_model):
 
 
 def _kernel_layers(model):
-    return [l for l in _compat.flatten_layers(model) if isinstance(l, pruning._KERNEL_LAYERS)]  # pylint: disable=protected-access
+    return [l for l in _compat.flatten_layers(model) if isinstance(l, keras_smart.masks.KERNEL_LAYERS)]
 
 
 def _assert_zero_on_every_path(model):

@@ -9,6 +9,7 @@ from keras_smart import attacks
 from keras_smart import evaluation
 from keras_smart.attacks import common
 from keras_smart.attacks.apgd import checkpoints
+from tests import models
 from tests.models import keras
 
 RNG = np.random.default_rng(0)
@@ -134,15 +135,7 @@ def test_unconnected_gradients_are_zero_not_none():
 
 @pytest.fixture(scope="module")
 def digits_model():
-    keras.utils.set_random_seed(0)
-    x, y = keras_smart.data.digits("train")
-    inputs = keras.Input((28, 28, 1))
-    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inputs)
-    h = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(h)
-    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h)))
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x[:1000], y[:1000], batch_size=64, epochs=2, verbose=0)
-    return model
+    return models.trained_digits_cnn(examples=1000)
 
 
 def _accuracy(model, x, y):

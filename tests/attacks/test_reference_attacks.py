@@ -5,20 +5,13 @@ import pytest
 import tensorflow as tf
 
 import keras_smart
+from tests import models
 from tests.models import keras
 
 
 @pytest.fixture(scope="module")
 def digits_model():
-    keras.utils.set_random_seed(0)
-    x, y = keras_smart.data.digits("train")
-    inputs = keras.Input((28, 28, 1))
-    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inputs)
-    h = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(h)
-    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h)))
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, batch_size=64, epochs=2, verbose=0)
-    return model
+    return models.trained_digits_cnn(examples=None)
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import keras_smart
 from keras_smart import attacks
 from keras_smart import evaluation
 from keras_smart.attacks.square import window_fraction
+from tests import models
 from tests.models import keras
 
 
@@ -60,15 +61,7 @@ def test_in_graph_square_is_at_least_as_strong_as_ibm_art_square():
     pytest.importorskip("art")
     from art.attacks.evasion import SquareAttack  # pylint: disable=g-import-not-at-top
 
-    keras.utils.set_random_seed(0)
-    x, y = keras_smart.data.digits("train")
-    inputs = keras.Input((28, 28, 1))
-    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inputs)
-    h = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(h)
-    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h)))
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x[:1000], y[:1000], batch_size=64, epochs=2, verbose=0)
-
+    model = models.trained_digits_cnn(examples=1000)
     x, y = keras_smart.data.digits("test")
     x, y = x[:200], y[:200]
     model_fn = lambda t: model(t, training=False)  # noqa: E731
