@@ -336,9 +336,21 @@ def demo(output_dir="keras_smart_demo", *, epochs=None, max_examples=0, eval_exa
           f"exported in {done - evaluated:.0f}s; total {done - start:.0f}s")
     print(f"model:   {run_dir / 'model.keras'}")
     print(f"report:  {run_dir / 'report' / 'report.md'} (+ report.json, frontier.png)")
-    print(f"bundle:  {run_dir / 'bundle'}")
+    print(_bundle_summary(bundle, run_dir / "bundle"))
     print(f"logs:    tensorboard --logdir {run_dir / 'logs'}")
     return report, bundle
+
+
+def _bundle_summary(metadata, bundle_dir):
+    """One line per exported file: name, trade-off, quantization, size, and its check against Keras."""
+    lines = [f"bundle:  {bundle_dir} (labels.txt, smart.json)"]
+    for entry in metadata["files"]:
+        lam = "every λ (input 'tradeoff')" if entry["tradeoff"] is None else f"λ = {entry['tradeoff']:g}"
+        check = entry["check"]
+        agreement = f"top-1 agreement {100 * check['top1_agreement']:.1f}% on {check['samples']} test images"
+        lines.append(f"  {entry['file']}: {lam}, {entry['quantize'] or 'float32'}, "
+                     f"{entry['size_bytes'] / 1e3:.0f} kB, {agreement}")
+    return "\n".join(lines)
 
 
 # --- flags ----------------------------------------------------------------------------------------
@@ -405,6 +417,8 @@ def main(argv):
     command = argv[1]
     # TensorFlow logs each SavedModel it writes on the way to a LiteRT file at INFO; keep the output readable.
     std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
     try:
         if command == "train":
             train(_settings_from_flags(), _require("output_dir"), overwrite=FLAGS.overwrite)
@@ -416,11 +430,12 @@ def main(argv):
             )
             print(report.to_markdown())
         elif command == "export":
-            result = export(
-                _require("run_dir"), tradeoffs=[float(t) for t in (FLAGS.tradeoffs or (0.0, 1.0))],
+            run_dir = _require("run_dir")
+            metadata = export(
+                run_dir, tradeoffs=[float(t) for t in (FLAGS.tradeoffs or (0.0, 1.0))],
                 quantize=FLAGS.quantize, runtime_tradeoff=FLAGS.runtime_tradeoff,
             )
-            print(result)
+            print(_bundle_summary(metadata, pathlib.Path(run_dir) / "bundle"))
         else:
             demo(FLAGS.output_dir or "keras_smart_demo", epochs=FLAGS.epochs if FLAGS["epochs"].present else None,
                  max_examples=FLAGS.max_examples, eval_examples=FLAGS.eval_examples if FLAGS["eval_examples"].present

@@ -103,6 +103,7 @@ def test_subcommands_train_evaluate_and_export_a_run(tmp_path):
     assert [row["tradeoff"] for row in report["rows"]] == [0.0, 1.0]
     exported = _cli("export", run, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-2000:]
+    assert "tradeoff_100.tflite: λ = 1, float32" in exported.stdout and "top-1 agreement 100.0%" in exported.stdout
     assert sorted(p.name for p in (tmp_path / "run" / "bundle").iterdir()) == [
         "labels.txt", "smart.json", "tradeoff_000.tflite", "tradeoff_100.tflite"
     ]
@@ -118,6 +119,7 @@ def test_demo_trains_evaluates_and_exports_on_a_tiny_budget(tmp_path, capsys):
     out = capsys.readouterr().out
     assert [row["tradeoff"] for row in report.rows] == list(cli.DEMO_TRADEOFFS)
     assert "| λ | clean | fgsm | pgd20 |" in out and str(tmp_path / "demo" / "bundle") in out
+    assert "tradeoff_000.tflite: λ = 0, float32" in out
     written = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
     assert written["rows"] == json.loads(report.to_json())["rows"]
     assert (tmp_path / "demo" / "report" / "frontier.png").stat().st_size > 0
