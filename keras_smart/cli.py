@@ -317,11 +317,17 @@ def demo(output_dir="keras_smart_demo", *, epochs=None, max_examples=0, eval_exa
          attacks=("fgsm", "pgd20", "autoattack"), quantize="int8", verbose=1):
     """The main job on the embedded digits: convert, train SMART, evaluate the frontier, export the bundle.
 
-    Replaces `output_dir` (it is the demo's own). Returns (report, bundle result).
+    Replaces an earlier run in `output_dir`, but refuses a non-empty directory
+    that is not a keras-smart run. Returns (report, bundle result).
     """
     start = time.perf_counter()
     settings = dataclasses.replace(DEMO_SETTINGS, epochs=epochs or DEMO_SETTINGS.epochs, max_examples=max_examples)
     run_dir = pathlib.Path(output_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "config.json").exists():
+        raise RunExistsError(
+            f"{run_dir} is not empty and not a keras-smart run: the demo replaces its output directory. "
+            "Choose another --output_dir."
+        )
     print(f"keras-smart demo: SMART on the embedded MNIST digits ({_compat.FLAVOUR}); run directory {run_dir}")
     train(settings, run_dir, overwrite=True, verbose=verbose)
     trained = time.perf_counter()

@@ -130,6 +130,13 @@ def test_demo_trains_evaluates_and_exports_on_a_tiny_budget(tmp_path, capsys):
     assert (tmp_path / "demo" / "bundle" / "labels.txt").read_text().split() == [str(d) for d in range(10)]
 
 
+def test_demo_refuses_a_directory_that_is_not_a_run(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(cli.RunExistsError, match="not a keras-smart run"):
+        cli.demo(tmp_path, epochs=1, max_examples=64, verbose=0)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_evaluate_and_export_need_a_finished_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="train first"):
         cli.evaluate(tmp_path / "nothing")
