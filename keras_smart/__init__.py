@@ -25,6 +25,7 @@ from keras_smart.masks import count_nonzero
 from keras_smart.masks import design_masks
 from keras_smart.masks import get_masks
 from keras_smart.masks import set_masks
+from keras_smart.recalibration import recalibrate_batchnorm
 from keras_smart.training import SmartModel
 from keras_smart.version import __version__
 
@@ -55,6 +56,7 @@ __all__ = [
     "get_tradeoff",
     "layers",
     "pruning",
+    "recalibrate_batchnorm",
     "set_masks",
     "set_tradeoff",
     "strip",

@@ -46,15 +46,25 @@ __all__ = [
 ]
 
 
-def training_loss(model, x, y, y_pred, sample_weight, batch_size):
-    """The compiled loss plus regularization, recorded in the "loss" log, as `fit` would."""
+def training_loss(model, x, y, y_pred, sample_weight, batch_size, extra_loss=None):
+    """The compiled loss plus regularization (plus `extra_loss`), recorded in the "loss" log, as `fit` would.
+
+    `extra_loss` is a scalar added to the total (e.g. TRADES' KL term), scaled
+    for distribution like the compiled loss, and counted in the logged loss.
+    """
     if IS_LEGACY:
-        return model.compute_loss(x, y, y_pred, sample_weight)
+        if extra_loss is None:
+            return model.compute_loss(x, y, y_pred, sample_weight)
+        # What compute_loss does, with the extra term counted (and logged) like a regularization loss.
+        regularization = list(model.losses) + [extra_loss]
+        return model.compiled_loss(y, y_pred, sample_weight, regularization_losses=regularization)
     from keras.src.losses import loss as loss_module  # pylint: disable=g-import-not-at-top
 
     loss = model._compute_loss(  # pylint: disable=protected-access
         x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
     )
+    if extra_loss is not None:
+        loss = loss + loss_module.scale_loss_for_distribution(tf.cast(extra_loss, loss.dtype))
     model._loss_tracker.update_state(  # pylint: disable=protected-access
         loss_module.unscale_loss_for_distribution(loss), sample_weight=batch_size
     )

@@ -1,9 +1,10 @@
 """Backbones for the examples, the CLI and the benchmarks: plain Keras models that `convert` accepts.
 
 Each builder returns an uncompiled Functional `keras.Model` that outputs logits
-(the attacks and the default losses expect logits). Batch-norm momentum is 0.9
-rather than Keras' 0.99: short runs otherwise end with moving statistics far
-from the data's, and adversarial training evaluates in inference mode.
+(the attacks and the default losses expect logits). Batch-norm layers keep
+Keras's defaults (momentum 0.99), as a user's model would; short runs leave
+such statistics behind the weights, which `keras_smart.recalibrate_batchnorm`
+(run at the end of every adversarial `fit` by default) puts right.
 """
 
 from keras_smart import _compat
@@ -32,7 +33,7 @@ def digits_cnn(input_shape=(28, 28, 1), classes=10, width=32, name="digits_cnn")
     h = inputs
     for block, filters in enumerate((width, 2 * width), start=1):
         h = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{block}")(h)
-        h = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{block}")(h)
+        h = keras.layers.BatchNormalization(name=f"bn{block}")(h)
         h = keras.layers.ReLU(name=f"relu{block}")(h)
         h = keras.layers.MaxPooling2D(name=f"pool{block}")(h)
     h = keras.layers.Flatten(name="flatten")(h)
@@ -43,7 +44,7 @@ def digits_cnn(input_shape=(28, 28, 1), classes=10, width=32, name="digits_cnn")
 
 def _conv_bn(h, filters, strides, name, kernel_size=3, relu=True):
     h = keras.layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False, name=f"{name}_conv")(h)
-    h = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(h)
+    h = keras.layers.BatchNormalization(name=f"{name}_bn")(h)
     return keras.layers.ReLU(name=f"{name}_relu")(h) if relu else h
 
 
@@ -111,7 +112,7 @@ def wide_resnet(depth=16, widen=4, input_shape=(32, 32, 3), classes=10, name=Non
         for block in range(blocks):
             strides = 2 if stage > 1 and block == 0 else 1
             prefix = f"stage{stage}_block{block}"
-            pre = keras.layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn_a")(h)
+            pre = keras.layers.BatchNormalization(name=f"{prefix}_bn_a")(h)
             pre = keras.layers.ReLU(name=f"{prefix}_relu_a")(pre)
             shortcut = h
             if strides != 1 or h.shape[-1] != filters:
@@ -119,11 +120,11 @@ def wide_resnet(depth=16, widen=4, input_shape=(32, 32, 3), classes=10, name=Non
                     filters, 1, strides, use_bias=False, name=f"{prefix}_shortcut_conv"
                 )(pre)
             out = keras.layers.Conv2D(filters, 3, strides, padding="same", use_bias=False, name=f"{prefix}_conv_a")(pre)
-            out = keras.layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn_b")(out)
+            out = keras.layers.BatchNormalization(name=f"{prefix}_bn_b")(out)
             out = keras.layers.ReLU(name=f"{prefix}_relu_b")(out)
             out = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{prefix}_conv_b")(out)
             h = keras.layers.Add(name=f"{prefix}_add")([shortcut, out])
-    h = keras.layers.BatchNormalization(momentum=0.9, name="final_bn")(h)
+    h = keras.layers.BatchNormalization(name="final_bn")(h)
     h = keras.layers.ReLU(name="final_relu")(h)
     h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     outputs = keras.layers.Dense(classes, name="logits")(h)

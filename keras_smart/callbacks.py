@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_smart import _compat
 from keras_smart import attacks
 from keras_smart import config as config_lib
+from keras_smart import labels as labels_lib
 from keras_smart import masks
 from keras_smart import training
 
@@ -29,8 +30,21 @@ class AdversarialCallback(keras.callbacks.Callback):
         accuracy at each of `evaluate_tradeoffs` go into the logs as
         "clean_acc@<lam>" and "<attack>_acc@<lam>" (History, TensorBoard).
       evaluate_tradeoffs: trade-offs for `evaluate` (default (0.0, 1.0)).
-      evaluate_attack: the attack for `evaluate` (default: `attack`).
+      evaluate_attack: the attack for `evaluate` (default: `attack`), an
+        `AttackConfig`; its `name` keys the logs. A converging attack makes the
+        epoch-end number trustworthy: `AttackConfig(eps=..., steps=20,
+        step_schedule="apgd")` runs APGD-CE and logs "apgd-ce20_acc@<lam>";
+        step_schedule="cosine" logs "pgd20-cos_acc@<lam>".
       seed: seed of the lam draws.
+      loss: the objective, "oat" (default), "trades" or "ce_tradeoff" (see
+        `keras_smart.config.AdversarialLoss`); `beta` weights the robust term
+        of the last two (defaults 6 and 8).
+      recalibrate: when True (default), `fit` ends with
+        `keras_smart.recalibrate_batchnorm` on its own training data: the clean
+        path's statistics from clean batches, the adversarial path's from
+        `attack`'s examples at the largest trained lam. Short runs and new
+        masks leave moving statistics behind the weights; this puts them right.
+      recalibration_batches: how many training batches it uses (int >= 1).
 
     Example:
       >>> model.fit(ds, epochs=5, callbacks=[keras_smart.callbacks.AdversarialCallback(
@@ -48,6 +62,10 @@ class AdversarialCallback(keras.callbacks.Callback):
         evaluate_tradeoffs=(0.0, 1.0),
         evaluate_attack=None,
         seed=0,
+        loss="oat",
+        beta=None,
+        recalibrate=True,
+        recalibration_batches=16,
     ):
         super().__init__()
         self.config = config_lib.AdversarialConfig(
@@ -56,7 +74,19 @@ class AdversarialCallback(keras.callbacks.Callback):
             sampling=sampling,
             clean_share=clean_share,
             seed=seed,
+            loss=loss,
+            beta=beta,
         )
+        if not isinstance(recalibrate, bool):
+            raise TypeError(f"`recalibrate` must be True or False. Received: recalibrate={recalibrate!r}")
+        if isinstance(recalibration_batches, bool) or not isinstance(recalibration_batches, numbers.Integral) or (
+            recalibration_batches < 1
+        ):
+            raise ValueError(
+                f"`recalibration_batches` must be an int >= 1. Received: recalibration_batches={recalibration_batches!r}"
+            )
+        self.recalibrate = recalibrate
+        self.recalibration_batches = int(recalibration_batches)
         if eps_schedule is not None and not callable(eps_schedule) and (
             isinstance(eps_schedule, bool) or not isinstance(eps_schedule, numbers.Integral) or eps_schedule < 1
         ):
@@ -91,6 +121,12 @@ class AdversarialCallback(keras.callbacks.Callback):
             )
         self.model.enable_adversarial(self.config)
         self.model.make_train_function(force=True)
+        if self.recalibrate:
+            self.model.recalibrate_after_fit(
+                tradeoffs=(0.0, max(self.config.lambdas)),
+                attack=self.config.attack,
+                max_batches=self.recalibration_batches,
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         eps = self.eps_at(epoch)
@@ -192,17 +228,24 @@ class MaskUpdate(keras.callbacks.Callback):
 def tradeoff_accuracies(model, x, y, tradeoffs, attack, batch_size=256):
     """{"clean_acc@lam": ..., "<attack>_acc@lam": ...} of `model` on arrays (x, y) at each lam.
 
-    `y` holds integer labels or one-hot rows.
+    `y` holds integer class ids [N] or [N, 1], or one-hot / soft rows [N, classes]
+    (read by `keras_smart.labels.class_ids`, which refuses malformed labels up front).
 
     The attack runs through the path being measured, batch-norm in inference
     mode; the model's trade-off is restored afterwards.
     """
+    try:
+        classes = model.outputs[0].shape[-1] if model.outputs else None
+    except (AttributeError, ValueError):  # a model that was never called has no outputs
+        classes = None
+    labels_all = labels_lib.class_ids(y, classes)
+    if len(labels_all) != len(x):
+        raise ValueError(f"`x` holds {len(x)} examples but `y` holds {len(labels_all)} labels.")
     previous = float(model.tradeoff_variable.numpy())
     attack_fn = tf.function(
         lambda xb, yb: attacks.run(attack, lambda t: model(t, training=False), xb, yb), reduce_retracing=True
     )
     predict = tf.function(lambda xb: model(xb, training=False), reduce_retracing=True)
-    labels_all = np.argmax(y, -1) if np.ndim(y) > 1 else np.reshape(y, [-1])
     results = {}
     try:
         for lam in tradeoffs:

@@ -55,7 +55,10 @@ class TrainSettings:
     learning_rate: float = 1e-3
     eps: float = 0.3
     attack_steps: int = 7
-    step_size: float = None  # None: 2.5 * eps / steps
+    step_size: float = None  # None: 2.5 * eps / steps (fixed schedule), 2 * eps (cosine)
+    attack_schedule: str = "fixed"  # the training attack's step rule: fixed, cosine or apgd
+    loss: str = "oat"  # oat, trades or ce_tradeoff
+    recalibrate: bool = True  # batch-norm statistics recomputed per path at the end of fit
     norm: str = "linf"
     eps_warmup: int = 3
     lambdas: tuple = config_lib.OAT_LAMBDAS
@@ -87,7 +90,8 @@ class TrainSettings:
 
     def attack(self):
         return config_lib.AttackConfig(
-            eps=self.eps, steps=self.attack_steps, step_size=self.step_size, norm=self.norm
+            eps=self.eps, steps=self.attack_steps, step_size=self.step_size, norm=self.norm,
+            step_schedule=self.attack_schedule,
         )
 
     def adversarial_config(self):
@@ -97,6 +101,7 @@ class TrainSettings:
             sampling=self.sampling,
             clean_share=self.clean_share,
             seed=self.seed,
+            loss=self.loss,
         )
 
     def to_json(self):
@@ -206,6 +211,8 @@ def train(settings, output_dir, *, overwrite=False, extra_callbacks=(), verbose=
             clean_share=adversarial.clean_share,
             eps_schedule=settings.eps_warmup or None,
             seed=settings.seed,
+            loss=adversarial.loss,
+            recalibrate=settings.recalibrate,
         )
     ]
     if settings.method in MASKED_METHODS:
@@ -372,7 +379,13 @@ flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Batch size (train).")
 flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Adam learning rate (train).")
 flags.DEFINE_float("eps", _DEFAULTS.eps, "Attack budget (train; evaluate defaults to the run's).")
 flags.DEFINE_integer("attack_steps", _DEFAULTS.attack_steps, "PGD steps of the training attack (train).")
-flags.DEFINE_float("step_size", None, "PGD step size; default 2.5 * eps / steps (train).")
+flags.DEFINE_float("step_size", None, "PGD step size; default 2.5 * eps / steps, 2 * eps for cosine (train).")
+flags.DEFINE_enum("attack_schedule", _DEFAULTS.attack_schedule, [s.value for s in config_lib.StepSchedule],
+                  "The training attack's step rule: fixed, cosine (from 2 * eps) or apgd (train).")
+flags.DEFINE_enum("loss", _DEFAULTS.loss, [l.value for l in config_lib.AdversarialLoss],
+                  "Once-for-all objective: oat, trades or ce_tradeoff (train).")
+flags.DEFINE_bool("recalibrate", _DEFAULTS.recalibrate,
+                  "Recompute each path's batch-norm statistics at the end of training (train).")
 flags.DEFINE_enum("norm", _DEFAULTS.norm, ["linf", "l2"], "Threat model norm (train).")
 flags.DEFINE_integer("eps_warmup", _DEFAULTS.eps_warmup, "Epochs of linear eps warm-up, 0 for none (train).")
 flags.DEFINE_list("lambdas", [str(l) for l in _DEFAULTS.lambdas], "Training trade-offs, must include 0 (train).")
@@ -403,7 +416,8 @@ def _settings_from_flags():
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, backbone=FLAGS.backbone, method=FLAGS.method,
         tradeoff_mode=FLAGS.tradeoff_mode, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate, eps=FLAGS.eps, attack_steps=FLAGS.attack_steps,
-        step_size=FLAGS.step_size, norm=FLAGS.norm, eps_warmup=FLAGS.eps_warmup,
+        step_size=FLAGS.step_size, attack_schedule=FLAGS.attack_schedule, loss=FLAGS.loss,
+        recalibrate=FLAGS.recalibrate, norm=FLAGS.norm, eps_warmup=FLAGS.eps_warmup,
         lambdas=tuple(float(l) for l in FLAGS.lambdas), clean_share=FLAGS.clean_share, sampling=FLAGS.sampling,
         mask_score=FLAGS.mask_score, mask_allocation=FLAGS.mask_allocation,
         density=tuple(density * 2 if len(density) == 1 else density),

@@ -106,6 +106,21 @@ class AttackKind(str, enum.Enum):
     PGD = "pgd"
 
 
+class StepSchedule(str, enum.Enum):
+    """How a PGD attack sizes its steps.
+
+    fixed:  every step has length `step_size` (Madry et al.).
+    cosine: step t of T has length step_size * 0.5 * (1 + cos(pi * t / T)), t = 0..T-1:
+            from `step_size` decaying towards 0 (a cheap stand-in for APGD).
+    apgd:   APGD-CE (Croce & Hein 2020): momentum steps from 2 * eps, halved per
+            example at stagnation checkpoints; its own step rule (`step_size` unused).
+    """
+
+    FIXED = "fixed"
+    COSINE = "cosine"
+    APGD = "apgd"
+
+
 class BatchNormMode(str, enum.Enum):
     """Batch-norm during attack generation: moving statistics (default) or batch statistics.
 
@@ -132,14 +147,27 @@ class AttackConfig:
       kind: "pgd" or "fgsm".
       eps: the perturbation budget (> 0), in input units (inputs in [0, 1]).
       steps: PGD steps (>= 1); None means 7 for PGD (OAT's training attack), 1 for FGSM.
-      step_size: PGD step length; None means 2.5 * eps / steps (Madry et al.).
+      step_size: PGD step length (with "cosine": the first, largest step); None
+        means 2.5 * eps / steps (Madry et al.) for "fixed" and 2 * eps for
+        "cosine". Unused by "apgd", which starts at 2 * eps and halves its own
+        steps (None then stores 2 * eps, APGD's first step, for the record).
       norm: "linf" or "l2".
-      random_start: PGD starts from a uniform random point of the eps-ball.
+      random_start: PGD starts from a uniform random point of the eps-ball (APGD:
+        a random point of its surface).
       clip_min, clip_max: the valid input range.
       bn_mode: "inference" (default) or "train"; see `BatchNormMode`.
+      step_schedule: PGD's step rule, a `StepSchedule`: "fixed" (default),
+        "cosine" (decaying from `step_size` towards 0) or "apgd" (APGD-CE with
+        `steps` iterations). Fixed PGD with a small step converges slowly and
+        over-states robustness, most on sparse models; "cosine" and "apgd"
+        converge. FGSM takes only "fixed".
+
+    `name` labels the attack in logs: "fgsm", "pgd7", "pgd7-cos", "apgd-ce7".
 
     Example:
       >>> AttackConfig(kind="pgd", eps=8 / 255, steps=7, step_size=2 / 255)
+      >>> AttackConfig(eps=0.3, steps=20, step_schedule="apgd").name
+      'apgd-ce20'
     """
 
     kind: AttackKind = AttackKind.PGD
@@ -151,12 +179,20 @@ class AttackConfig:
     clip_min: float = 0.0
     clip_max: float = 1.0
     bn_mode: BatchNormMode = BatchNormMode.INFERENCE
+    step_schedule: StepSchedule = StepSchedule.FIXED
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         set_("kind", coerce_enum(AttackKind, self.kind, "kind"))
         set_("norm", coerce_enum(Norm, self.norm, "norm"))
         set_("bn_mode", coerce_enum(BatchNormMode, self.bn_mode, "bn_mode"))
+        set_("step_schedule", coerce_enum(StepSchedule, self.step_schedule, "step_schedule"))
+        if self.kind == AttackKind.FGSM and self.step_schedule != StepSchedule.FIXED:
+            raise ValueError(
+                "FGSM is a single step of size eps: it has no step schedule. Use kind='pgd' for "
+                f"step_schedule={self.step_schedule.value!r}, or step_schedule='fixed'. "
+                f"Received: kind='fgsm', step_schedule={self.step_schedule.value!r}"
+            )
         set_("eps", _check_positive_real(self.eps, "eps"))
         if self.steps is None:
             set_("steps", 1 if self.kind == AttackKind.FGSM else 7)
@@ -164,7 +200,10 @@ class AttackConfig:
             raise ValueError(f"`steps` must be an int >= 1. Received: steps={self.steps!r}")
         if self.kind == AttackKind.FGSM and self.steps != 1:
             raise ValueError(f"FGSM is a single step: use steps=1 or kind='pgd'. Received: steps={self.steps}")
-        step_size = 2.5 * self.eps / self.steps if self.step_size is None else self.step_size
+        step_size = self.step_size
+        if step_size is None:
+            fixed = self.step_schedule == StepSchedule.FIXED
+            step_size = 2.5 * self.eps / self.steps if fixed else 2.0 * self.eps
         set_("step_size", _check_positive_real(step_size, "step_size"))
         if not self.clip_min < self.clip_max:
             raise ValueError(
@@ -174,8 +213,13 @@ class AttackConfig:
 
     @property
     def name(self):
-        """A short label such as "pgd7" or "fgsm"."""
-        return "fgsm" if self.kind == AttackKind.FGSM else f"pgd{self.steps}"
+        """A short label: "fgsm", "pgd7" (fixed steps), "pgd7-cos" (cosine) or "apgd-ce7" (APGD-CE)."""
+        if self.kind == AttackKind.FGSM:
+            return "fgsm"
+        if self.step_schedule == StepSchedule.APGD:
+            return f"apgd-ce{self.steps}"
+        suffix = "-cos" if self.step_schedule == StepSchedule.COSINE else ""
+        return f"pgd{self.steps}{suffix}"
 
 
 class Sampling(str, enum.Enum):
@@ -186,6 +230,26 @@ class Sampling(str, enum.Enum):
 
 
 OAT_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+
+
+class AdversarialLoss(str, enum.Enum):
+    """The per-example objective of once-for-all adversarial training, at trade-off lam.
+
+    oat:         (1 - lam) * CE(f(x), y) + lam * CE(f(x_adv), y)          (OAT)
+    trades:      CE(f(x), y) + lam * beta * KL(f(x) || f(x_adv)), x_adv
+                 maximising the KL (TRADES, beta = 6 by default)
+    ce_tradeoff: CE(f(x), y) + lam * beta * CE(f(x_adv), y)               (Binary-Relax's
+                 trade-off loss, beta = 8 by default)
+
+    CE stands for the user's compiled loss; at lam = 0 every form is the clean loss.
+    """
+
+    OAT = "oat"
+    TRADES = "trades"
+    CE_TRADEOFF = "ce_tradeoff"
+
+
+DEFAULT_BETA = {AdversarialLoss.TRADES: 6.0, AdversarialLoss.CE_TRADEOFF: 8.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +264,10 @@ class AdversarialConfig:
         "batch": one value for the whole batch, uniform over `lambdas`.
       clean_share: the lam = 0 quota for "element" sampling (OAT: 1/6).
       seed: seed of the lam draws (with the optimizer step: a resumed run draws the same).
+      loss: an `AdversarialLoss` (or its string value): "oat" (default),
+        "trades" or "ce_tradeoff".
+      beta: the robust term's weight for "trades" (default 6) and
+        "ce_tradeoff" (default 8); must be None for "oat".
     """
 
     attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
@@ -207,10 +275,27 @@ class AdversarialConfig:
     sampling: Sampling = Sampling.ELEMENT
     clean_share: float = 1 / 6
     seed: int = 0
+    loss: AdversarialLoss = AdversarialLoss.OAT
+    beta: float = None
 
     def __post_init__(self):
+        object.__setattr__(self, "loss", coerce_enum(AdversarialLoss, self.loss, "loss"))
+        if self.loss == AdversarialLoss.OAT:
+            if self.beta is not None:
+                raise ValueError(
+                    "`beta` weights the robust term of loss='trades' or 'ce_tradeoff'; the OAT loss has none. "
+                    f"Received: beta={self.beta!r} with loss='oat'"
+                )
+        else:
+            beta = DEFAULT_BETA[self.loss] if self.beta is None else self.beta
+            object.__setattr__(self, "beta", _check_positive_real(beta, "beta"))
         if not isinstance(self.attack, AttackConfig):
             raise TypeError(f"`attack` must be an AttackConfig. Received: {type(self.attack).__name__}")
+        if self.loss == AdversarialLoss.TRADES and self.attack.step_schedule == StepSchedule.APGD:
+            raise ValueError(
+                "loss='trades' attacks the KL divergence to the model's own prediction, which APGD-CE "
+                "(step_schedule='apgd') does not support: use step_schedule='fixed' or 'cosine'."
+            )
         if isinstance(self.lambdas, (str, bytes)) or not hasattr(self.lambdas, "__iter__"):
             raise TypeError(f"`lambdas` must be a sequence of numbers in [0, 1]. Received: {self.lambdas!r}")
         lambdas = tuple(sorted({check_tradeoff(v, "lambdas[i]") for v in self.lambdas}))

@@ -23,6 +23,7 @@ import tensorflow as tf
 from keras_smart import _compat
 from keras_smart import attacks as attacks_lib
 from keras_smart import config as config_lib
+from keras_smart import labels as labels_lib
 from keras_smart import masks
 from keras_smart import training
 from keras_smart.attacks import common as attacks_common
@@ -49,6 +50,7 @@ ORDER_TOLERANCE = 0.01  # a stronger attack may not report an accuracy more than
 GRADIENT_FREE_MARGIN = 0.05  # Square may not break more than 5% of what every gradient attack left
 LARGE_EPS_MARGIN = 0.10  # at a budget that reaches one common input, accuracy <= chance + 10 points
 LARGE_EPS_STEPS = 20
+WEAK_ATTACK_MARGIN = 0.10  # PGD may not report an accuracy more than 10 points above the worst case
 
 # Forward passes each gradient averages over for a randomised model when eot_samples=None.
 DEFAULT_EOT_SAMPLES = 4
@@ -371,23 +373,8 @@ def _input_shape(model):
     return None if not inputs else tuple(inputs[0].shape)
 
 
-def _labels(y):
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        return np.argmax(y, axis=1).astype(np.int64)  # one-hot rows
-    if y.ndim == 2:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(
-            f"Labels must be integer class ids [N] (or [N, 1]) or one-hot rows [N, classes]. Received shape {y.shape}"
-        )
-    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-        raise ValueError("Labels must be integer class ids or one-hot rows; received non-integer values.")
-    return y.astype(np.int64)
-
-
 def _materialise(data, max_examples, input_shape):
-    """(x float32 [N, ...], labels int64 [N]) from arrays or a tf.data.Dataset of (x, y) (batches)."""
+    """(x float32 [N, ...], y as given) from arrays or a tf.data.Dataset of (x, y) (batches)."""
     if isinstance(data, tf.data.Dataset):
         spec = data.element_spec
         if not (isinstance(spec, tuple) and len(spec) == 2):
@@ -426,7 +413,7 @@ def _materialise(data, max_examples, input_shape):
         expected = input_shape[1:]
         if len(x.shape) - 1 != len(expected) or any(e is not None and e != a for e, a in zip(expected, x.shape[1:])):
             raise ValueError(f"The model expects inputs of shape {(None, *expected)}; `data` holds {x.shape}.")
-    return x.astype(np.float32), _labels(y)
+    return x.astype(np.float32), y
 
 
 # --- the model under evaluation ------------------------------------------------------------------
@@ -779,7 +766,7 @@ def _order_pairs(names, options):
     return pairs
 
 
-def masking_findings(label, accuracies, names, options, broken_by_square_only=None, large_eps=None):
+def masking_findings(label, accuracies, names, options, broken_by_square_only=None, large_eps=None, worst_case=None):
     """The gradient-masking warnings for one row of results (sentences; empty when nothing looks wrong).
 
     Args:
@@ -790,6 +777,10 @@ def masking_findings(label, accuracies, names, options, broken_by_square_only=No
       broken_by_square_only: the share of all examples that every gradient
         attack left robust but Square broke; None when not measured.
       large_eps: None or (eps, accuracy, chance) of the large-budget PGD check.
+      worst_case: the row's per-example worst case over the listed attacks; None
+        when not measured. A "pgd<K>" more than `WEAK_ATTACK_MARGIN` above
+        AutoAttack (when listed, else above the worst case) is too weak to
+        judge the model.
 
     Returns:
       A list of warning sentences.
@@ -816,6 +807,28 @@ def masking_findings(label, accuracies, names, options, broken_by_square_only=No
                 f"{LARGE_EPS_STEPS} still leaves {_percent(accuracy)}% accuracy (chance: {_percent(chance)}%). "
                 "Attacks that cannot reach chance at an unbounded budget are failing: gradients are likely masked."
             )
+    findings += _weak_pgd_findings(label, accuracies, names, worst_case)
+    return findings
+
+
+def _weak_pgd_findings(label, accuracies, names, worst_case):
+    """PGD attacks whose accuracy is more than `WEAK_ATTACK_MARGIN` above AutoAttack (or the worst case)."""
+    if "autoattack" in names:
+        reference, what = accuracies["autoattack"], "autoattack"
+    elif worst_case is not None:
+        reference, what = worst_case, "the worst case over the listed attacks"
+    else:
+        return []
+    findings = []
+    for name in names:
+        if not name.startswith("pgd") or accuracies[name] <= reference + WEAK_ATTACK_MARGIN:
+            continue
+        findings.append(
+            f"{label}: {name} reports {_percent(accuracies[name])}% accuracy, "
+            f"{_percent(accuracies[name] - reference)} points above {what} ({_percent(reference)}%). "
+            f"PGD at these settings is too weak to judge this model: compare models by AutoAttack / the worst "
+            f"case, not by {name}."
+        )
     return findings
 
 
@@ -1024,12 +1037,15 @@ def evaluate_tradeoff(
     (IBM ART, 5,000 queries) on what survives; its accuracy is the per-example
     worst case over the three.
 
-    Three gradient-masking checks per row add sentences to `report.warnings`
+    Four gradient-masking checks per row add sentences to `report.warnings`
     (and raise a `GradientMaskingWarning`): a stronger attack reporting a higher
     accuracy than a weaker one (by more than 1 point); Square breaking more than
     5% of the examples every gradient attack left robust; PGD-20 at a budget that
     can turn every input into one image (L-inf: half the input range; L2: that
-    times sqrt(dimension)) not bringing accuracy within 10 points of chance.
+    times sqrt(dimension)) not bringing accuracy within 10 points of chance; a
+    listed "pgd<K>" more than 10 points above "autoattack" (when listed, else
+    above the row's worst case): PGD at those settings is too weak to judge
+    the model.
 
     Randomised models (float, floats, SMART's noise mode at lam > 0) draw fresh
     noise on every forward pass. `noise="sample"` evaluates them as trained: the
@@ -1111,7 +1127,8 @@ def evaluate_tradeoff(
         _import_art("art.attacks.evasion", "SquareAttack")  # fail now, not after the gradient attacks
 
     input_shape = _input_shape(model)
-    x, labels = _materialise(data, max_examples, input_shape)
+    x, y = _materialise(data, max_examples, input_shape)
+    labels_lib.class_ids(y)  # malformed labels fail before any forward pass
     if x.min() < lo - 1e-6 or x.max() > hi + 1e-6:
         raise ValueError(
             f"Inputs must lie in input_range={(lo, hi)} (attacks clip to it); `data` spans "
@@ -1126,11 +1143,7 @@ def evaluate_tradeoff(
     if probe.shape.rank != 2:
         raise ValueError(f"The model must output logits [batch, classes]; it outputs shape {probe.shape}.")
     classes = int(probe.shape[-1])
-    if labels.min() < 0 or labels.max() >= classes:
-        raise ValueError(
-            f"Labels must be class ids in [0, {classes}) (the model has {classes} outputs). "
-            f"Received labels in [{labels.min()}, {labels.max()}]."
-        )
+    labels = labels_lib.class_ids(y, classes)
     if "apgd-dlr" in components and classes < 4:
         raise ValueError(
             f"Targeted APGD-DLR (also part of 'autoattack') needs at least 4 classes; the model has {classes}. "
@@ -1195,7 +1208,8 @@ def evaluate_tradeoff(
 
             accuracies = {name: float(results[name].mean()) for name in names}
             report_warnings += masking_findings(
-                label, accuracies, names, options, broken_by_square, (sweep.large_eps(), accuracy_large, chance)
+                label, accuracies, names, options, broken_by_square, (sweep.large_eps(), accuracy_large, chance),
+                worst_case=float(worst.mean()),
             )
             nonzero, macs, path = _path_counts(counts, lam, blend)
             paths[key] = path
@@ -1260,6 +1274,7 @@ def evaluate_tradeoff(
         "masking_checks": {
             "order_tolerance": ORDER_TOLERANCE,
             "gradient_free_margin": GRADIENT_FREE_MARGIN,
+            "weak_attack_margin": WEAK_ATTACK_MARGIN,
             "large_eps": {"eps": sweep.large_eps(), "steps": LARGE_EPS_STEPS, "margin": LARGE_EPS_MARGIN,
                           "accuracy": large_eps},
         },

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from keras_smart import _compat
 from keras_smart import attacks
+from keras_smart import batching
 from keras_smart import config as config_lib
 from keras_smart.attacks import common as attacks_common
 from keras_smart.layers import base
@@ -158,12 +159,27 @@ def _top_k_mask(scores, keep, blocked=None, max_shared=None):
     return mask.reshape(scores.shape)
 
 
-def _allocate_globally(kernels, scores):
-    """Sets each kernel's keep counts from one top-k over the scores of all kernels, per path."""
+def _allocate_globally(kernels, scores, floors):
+    """Sets each kernel's keep counts from one top-k over the scores of all kernels, per path.
+
+    A kernel's `floors[i]` best weights are kept first, whatever their rank among the others.
+    """
     for path in range(len(kernels[0].keep)):
-        flat = np.concatenate([np.ravel(kernel_scores[path]) for kernel_scores in scores])
-        owner = np.repeat(np.arange(len(kernels)), [k.size for k in kernels])
         wanted = sum(k.keep[path] for k in kernels)
+        if sum(floors) > wanted:
+            raise ValueError(
+                f"`min_density` asks for {sum(floors)} weights per path, more than the {wanted} the density "
+                "allows: lower `min_density` or raise `density`."
+            )
+        ranked = []
+        for kernel_scores, floor in zip(scores, floors):
+            flat = np.ravel(kernel_scores[path]).astype(np.float64)
+            if floor:
+                flat = flat.copy()
+                flat[np.argsort(-flat, kind="stable")[:floor]] = np.inf
+            ranked.append(flat)
+        flat = np.concatenate(ranked)
+        owner = np.repeat(np.arange(len(kernels)), [k.size for k in kernels])
         kept = np.bincount(owner[np.argsort(-flat, kind="stable")[:wanted]], minlength=len(kernels))
         for kernel, count in zip(kernels, kept):
             kernel.keep[path] = max(1, int(count))
@@ -234,28 +250,6 @@ class _MaskGradients:
         return [g.numpy() for g in self._function(x, y, path)]
 
 
-def _batches(data, batch_size, max_batches):
-    """Up to `max_batches` (x, y) tensor batches from (x, y) arrays or a tf.data.Dataset of batches."""
-    if isinstance(data, tf.data.Dataset):
-        batches = [(element[0], element[1]) for element in data.take(max_batches)]
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = (np.asarray(a) for a in data)
-        if len(x) != len(y):
-            raise ValueError(f"`data` x and y differ in length: {len(x)} vs {len(y)}.")
-        batches = [
-            (tf.constant(x[i : i + batch_size]), tf.constant(y[i : i + batch_size]))
-            for i in range(0, min(len(x), batch_size * max_batches), batch_size)
-        ]
-    else:
-        raise TypeError(
-            "`data` must be an (x, y) pair of arrays or a tf.data.Dataset of (x, y) batches. "
-            f"Received: {type(data).__name__}"
-        )
-    if not batches:
-        raise ValueError("`data` is empty: mask design from training signal needs at least one batch.")
-    return batches
-
-
 def _default_attack(model):
     adversarial = getattr(model, "adversarial_config", None)
     return adversarial.attack if adversarial is not None else config_lib.AttackConfig()
@@ -322,6 +316,8 @@ def design_masks(
     steps=100,
     learning_rate=0.01,
     allocation="layer",
+    min_density=None,
+    dense_layers=(),
 ):
     """Designs and sets masks for every masked kernel at the given densities.
 
@@ -346,6 +342,11 @@ def design_masks(
     (often a small convolution beside a large dense layer) keeps more of them;
     every kernel keeps at least one weight per path.
 
+    `min_density` sets a floor: every kernel keeps at least that share of its
+    weights on each path (with "global" allocation the floors come out of the
+    same budget). `dense_layers` names layers (e.g. the classifier) whose
+    masks stay all ones on both paths; `density` then applies to the others.
+
     Args:
       model: a SmartModel converted with method "smart" or "floats".
       score: "magnitude", "random", "snip" or "learned".
@@ -366,6 +367,9 @@ def design_masks(
       allocation: "layer" (the density per kernel) or "global" (the density
         over all masked kernels together; not with "learned", whose top-k is
         per kernel while it trains).
+      min_density: None, or the share in (0, 1] of each kernel's weights that
+        each path keeps at least.
+      dense_layers: names of masked layers left dense on both paths.
 
     Returns:
       The masks set, as `get_masks` returns them.
@@ -381,6 +385,22 @@ def design_masks(
     """
     mask_config = config_lib.MaskConfig(score=score, density=density, seed=seed, max_overlap=max_overlap)
     layers = _masked_layers(model, "design_masks")
+    if isinstance(dense_layers, str) or not all(isinstance(n, str) for n in dense_layers):
+        raise TypeError(f"`dense_layers` must be a list of layer names. Received: dense_layers={dense_layers!r}")
+    unknown = sorted(set(dense_layers) - set(layers))
+    if unknown:
+        raise ValueError(f"`dense_layers` names no masked layer: {unknown}. Masked layers: {sorted(layers)}")
+    if min_density is not None:
+        min_density = config_lib.check_density(min_density, "min_density")
+    dense = {
+        name: {n: np.ones(getattr(layers[name], n).shape, np.float32) for k in layers[name].kernel_names
+               for n in layers[name].mask_names(k)}
+        for name in dense_layers
+    }
+    layers = {name: layer for name, layer in layers.items() if name not in dense}
+    if not layers:
+        set_masks(model, dense)
+        return get_masks(model)
     kernels = []
     for name, layer in layers.items():
         densities = mask_config.density
@@ -412,11 +432,12 @@ def design_masks(
         rng = np.random.default_rng(mask_config.seed)
         scores = [[rng.random(k.variables[0].shape) for _ in k.variables] for k in kernels]
     else:
-        batches = _batches(data, batch_size, max_batches)
+        batches = batching.take_batches(data, batch_size, max_batches, "mask design from training signal")
         gradients = _MaskGradients(model, kernels, attack or _default_attack(model), loss_fn)
         previous = get_masks(model)
         try:
             if mask_config.score == config_lib.MaskScore.SNIP:
+                set_masks(model, dense)
                 for kernel in kernels:
                     for variable in kernel.variables:
                         variable.assign(np.ones(variable.shape, np.float32))
@@ -426,9 +447,13 @@ def design_masks(
         except BaseException:
             set_masks(model, previous)
             raise
+    floors = [0 if min_density is None else _keep_count(min_density, k.size) for k in kernels]
     if allocation == "global":
-        _allocate_globally(kernels, scores)
-    masks = {}
+        _allocate_globally(kernels, scores, floors)
+    else:
+        for kernel, floor in zip(kernels, floors):
+            kernel.keep = [max(keep, floor) for keep in kernel.keep]
+    masks = dict(dense)
     for kernel, kernel_scores in zip(kernels, scores):
         masks.setdefault(kernel.layer.name, {}).update(kernel.select(kernel_scores, mask_config.max_overlap))
     set_masks(model, masks)

@@ -10,10 +10,19 @@ Once-for-all adversarial training (OAT's recipe, for every method) lives in
    per-example lam), by lam value when kernels depend on lam itself (noise,
    blend); empty groups are harmless;
 3. per group, with the layers reading that group's lam: make x_adv through that
-   path (batch-norm statistics frozen), forward x and x_adv in training mode;
-4. loss = mean over the batch of (1 - lam) * L(x) + lam * L(x_adv), through the
-   user's compiled loss (sample weights honoured, regularization counted once);
-   compiled metrics see the clean predictions; "adv_accuracy" the adversarial ones.
+   path (batch-norm statistics frozen), forward x and x_adv in training mode.
+   Each path's batch-norm moving statistics move only with the inputs it serves:
+   the clean path's with the clean forward of lam = 0 examples, the adversarial
+   path's with adversarial examples (the clean forward of lam > 0 examples
+   normalises with its batch statistics but moves none);
+4. loss = mean over the batch of the `AdversarialConfig.loss` objective (OAT's
+   (1 - lam) * L(x) + lam * L(x_adv) by default; TRADES; the CE trade-off loss),
+   through the user's compiled loss (sample weights honoured, regularization
+   counted once); compiled metrics see the clean predictions; "adv_accuracy"
+   the adversarial ones.
+
+After an adversarial `fit`, `recalibrate_batchnorm` recomputes each path's
+statistics exactly (the `AdversarialCallback` runs it by default).
 """
 
 import tensorflow as tf
@@ -21,6 +30,9 @@ import tensorflow as tf
 from keras_smart import _compat
 from keras_smart import attacks
 from keras_smart import config as config_lib
+from keras_smart import labels as labels_lib
+from keras_smart import recalibration
+from keras_smart.attacks import common as attacks_common
 from keras_smart.layers import base
 from keras_smart.layers import conditional_kernel as ck
 
@@ -75,6 +87,7 @@ class SmartModel(keras.Model):
             config=None,
             eps=tf.Variable(1.0, trainable=False, name="adversarial_eps"),
             accuracy=keras.metrics.Mean(name="adv_accuracy"),
+            recalibration=None,
         )
         self.bind_layers()
 
@@ -125,6 +138,26 @@ class SmartModel(keras.Model):
         self._adversarial.config = None
         self.train_function = None
 
+    def recalibrate_after_fit(self, *, tradeoffs, attack, max_batches):
+        """Makes the running `fit` end with `recalibrate_batchnorm` on its training data.
+
+        `AdversarialCallback` asks for it when training starts; a `fit` that
+        raises does not recalibrate.
+        """
+        self._adversarial.recalibration = dict(tradeoffs=tradeoffs, attack=attack, max_batches=max_batches)
+
+    def fit(self, *args, **kwargs):  # pylint: disable=signature-differs
+        """`keras.Model.fit`, then batch-norm recalibration if a callback asked for it.
+
+        See `recalibrate_after_fit` and `keras_smart.recalibrate_batchnorm`.
+        """
+        self._adversarial.recalibration = None
+        history = super().fit(*args, **kwargs)
+        request, self._adversarial.recalibration = self._adversarial.recalibration, None
+        if request is not None:
+            recalibration.after_fit(self, args, kwargs, **request)
+        return history
+
     @property
     def metrics(self):
         metrics = list(super().metrics)
@@ -154,20 +187,48 @@ class SmartModel(keras.Model):
         return tf.where(tf.range(batch_size) < clean, 0.0, tf.gather(nonzero, index))
 
     def _attack(self, x, y):
-        """x_adv through the path the current override selects; batch-norm statistics stay still."""
-        attack = self._adversarial.config.attack
-        training = attack.bn_mode == config_lib.BatchNormMode.TRAIN
+        """x_adv through the path the current override selects; batch-norm statistics stay still.
+
+        With the TRADES loss the attack maximises KL(f(x) || f(x_adv)): cross-entropy
+        against the model's own (fixed) prediction on x, which differs from that KL
+        by a constant.
+        """
+        adversarial = self._adversarial.config
+        training = adversarial.attack.bn_mode == config_lib.BatchNormMode.TRAIN
 
         def model_fn(inputs):
             with base.frozen_statistics():
                 return self(inputs, training=training)
 
-        return attacks.run(attack, model_fn, x, y, eps=self._adversarial.eps)
+        if adversarial.loss != config_lib.AdversarialLoss.TRADES:
+            return attacks.run(adversarial.attack, model_fn, x, y, eps=self._adversarial.eps)
+        return self._trades_attack(model_fn, x)
+
+    def _trades_attack(self, model_fn, x):
+        """TRADES' x_adv: from x + 0.001 * N(0, I) (the KL's gradient is zero at x itself), ascend
+        KL(f(x) || f(x_adv)), and stay in the eps-ball around x. The start is keyed by the optimizer
+        step, like the lam draws."""
+        attack, eps = self._adversarial.config.attack, self._adversarial.eps
+        target = tf.stop_gradient(tf.nn.softmax(tf.cast(model_fn(x), tf.float32)))
+        seed = tf.stack([tf.constant(self._adversarial.config.seed + 1, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        start = x + tf.cast(0.001 * tf.random.stateless_normal(tf.shape(x), seed), x.dtype)
+        start = attacks_common.clip(start, attack.clip_min, attack.clip_max)
+        x_adv = attacks.run(attack, model_fn, start, target, eps=eps)
+        delta = attacks_common.project(x_adv - x, tf.cast(eps, x.dtype), attack.norm)
+        return tf.stop_gradient(attacks_common.clip(x + delta, attack.clip_min, attack.clip_max))
+
+    def _row_weights(self, lam):
+        """(clean row weight, adversarial row weight) per example, before sample weights."""
+        adversarial = self._adversarial.config
+        if adversarial.loss == config_lib.AdversarialLoss.OAT:
+            return 1.0 - lam, lam
+        return tf.ones_like(lam), lam * adversarial.beta
 
     def train_step(self, data):
         if self._adversarial.config is None:
             return super().train_step(data)
         adversarial = self._adversarial.config
+        trades = adversarial.loss == config_lib.AdversarialLoss.TRADES
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = tf.shape(x)[0]
         if sample_weight is None:
@@ -195,34 +256,44 @@ class SmartModel(keras.Model):
             return tf.zeros([0] + list(output.shape[1:]), output.dtype)
 
         with tf.GradientTape() as tape:
-            clean_preds, preds, targets, weights = [], [], [], []
+            clean_preds, preds, targets, weights, kl_terms = [], [], [], [], []
             for g, group_lam in enumerate(group_lams):
                 x_g, y_g, w_g, lam_g = (parts[k][g] for k in ("x", "y", "w", "lam"))
                 attacked = group_lam != 0.0
 
                 def forward(x_g=x_g, y_g=y_g, lam_g=lam_g, group_lam=group_lam, attacked=attacked):
                     with base.tradeoff_override(lam_g if group_lam is None else group_lam):
-                        clean = self(x_g, training=True)
                         if not attacked:
-                            return clean, nothing()
+                            return self(x_g, training=True), nothing()
+                        # A path's moving statistics come from the inputs it serves: the
+                        # adversarial path's from adversarial examples, not from this clean pass.
+                        with base.frozen_statistics():
+                            clean = self(x_g, training=True)
                         x_adv = self._attack(x_g, y_g)
                         return clean, self(x_adv, training=True)
 
                 # An empty group is skipped: TF's CPU convolution mis-shapes a batch of 0.
                 clean, adv = tf.cond(tf.size(lam_g) > 0, forward, lambda: (nothing(), nothing()))
+                clean_weight, adv_weight = self._row_weights(lam_g)
                 clean_preds.append(clean)
                 preds.append(clean)
                 targets.append(y_g)
-                weights.append((1.0 - lam_g) * w_g)
+                weights.append(clean_weight * w_g)
                 if attacked:
-                    preds.append(adv)
-                    targets.append(y_g)
-                    weights.append(lam_g * w_g)
                     self._update_adv_accuracy(y_g, adv, w_g)
+                    if trades:
+                        kl_terms.append(adv_weight * w_g * _kl_divergence(clean, adv))
+                    else:
+                        preds.append(adv)
+                        targets.append(y_g)
+                        weights.append(adv_weight * w_g)
             # The compiled loss averages over every row it sees (clean and adversarial);
             # rescale so that the result is the per-example mean over the batch.
             rows = tf.add_n([tf.shape(p)[0] for p in preds])
             scale = tf.cast(rows, tf.float32) / tf.cast(batch_size, tf.float32)
+            extra = None
+            if kl_terms:
+                extra = tf.reduce_sum(tf.concat(kl_terms, 0)) / tf.cast(batch_size, tf.float32)
             loss = _compat.training_loss(
                 self,
                 x,
@@ -230,6 +301,7 @@ class SmartModel(keras.Model):
                 tf.concat(preds, 0),
                 tf.concat(weights, 0) * scale,
                 batch_size,
+                extra_loss=extra,
             )
             scaled = _compat.scale_loss(self, loss)
         _compat.apply_gradients(self, tape, scaled)
@@ -237,6 +309,13 @@ class SmartModel(keras.Model):
         return self.compute_metrics(x, y, clean_in_order, sample_weight)
 
     def _update_adv_accuracy(self, y, pred, weight):
-        labels = tf.argmax(y, -1) if y.shape.rank == pred.shape.rank else tf.reshape(y, [-1])
-        correct = tf.cast(tf.equal(tf.cast(labels, tf.int64), tf.argmax(pred, -1)), tf.float32)
+        labels = labels_lib.ids_tensor(y, pred)  # ids [B] or [B, 1], or one-hot / soft rows
+        correct = tf.cast(tf.equal(labels, tf.argmax(pred, -1, output_type=tf.int32)), tf.float32)
         self._adversarial.accuracy.update_state(correct, sample_weight=weight)
+
+
+def _kl_divergence(logits_p, logits_q):
+    """Per-example KL(softmax(logits_p) || softmax(logits_q)), in float32."""
+    log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32))
+    log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32))
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)

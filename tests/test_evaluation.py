@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import keras_smart
 from keras_smart import evaluation
+from tests import models
 from tests.models import keras
 
 EPS = 0.1
@@ -117,6 +118,14 @@ def test_no_masking_warning_on_an_adversarially_trained_model(report):
     assert all(v == 0.0 for v in result.settings["masking_checks"]["large_eps"]["accuracy"].values())
 
 
+def test_no_weak_attack_alarm_on_an_adversarially_trained_model(report):
+    result, _, _ = report
+    assert result.settings["masking_checks"]["weak_attack_margin"] == evaluation.WEAK_ATTACK_MARGIN
+    for row in result.rows:
+        assert row["pgd20"] <= row["autoattack"] + evaluation.WEAK_ATTACK_MARGIN, row
+    assert not any("too weak" in w for w in result.warnings)
+
+
 def test_markdown_and_plot(report, tmp_path):
     result, _, _ = report
     table = result.to_markdown()
@@ -191,6 +200,44 @@ def test_masking_findings_name_the_offending_attacks():
     assert len(evaluation.masking_findings("m", {"pgd20": 0.4}, ["pgd20"], options, broken_by_square_only=0.06)) == 1
     assert evaluation.masking_findings("m", {"pgd20": 0.4}, ["pgd20"], options, large_eps=(0.5, 0.15, 0.1)) == []
     assert len(evaluation.masking_findings("m", {"pgd20": 0.4}, ["pgd20"], options, large_eps=(0.5, 0.3, 0.1))) == 1
+
+
+def test_weak_pgd_finding_names_the_attack_both_numbers_and_the_gap():
+    options = evaluation.DEFAULT_ATTACK_OPTIONS
+    names = ["pgd20", "apgd-ce"]
+    accuracies = {"pgd20": 0.62, "apgd-ce": 0.60}
+    assert evaluation.masking_findings("λ=1", accuracies, names, options) == []  # no worst case: not checked
+    [finding] = evaluation.masking_findings("λ=1", accuracies, names, options, worst_case=0.48)
+    assert finding.startswith("λ=1: pgd20 reports 62.0% accuracy, 14.0 points above the worst case")
+    assert "(48.0%)" in finding and "too weak to judge this model" in finding and "AutoAttack" in finding
+    assert evaluation.masking_findings("λ=1", {"pgd20": 0.57, "apgd-ce": 0.5}, names, options, worst_case=0.48) == []
+    # With autoattack listed, PGD is held against it.
+    names = ["pgd10", "pgd40", "autoattack"]
+    accuracies = {"pgd10": 0.70, "pgd40": 0.55, "autoattack": 0.50}
+    [finding] = evaluation.masking_findings("m", accuracies, names, options, worst_case=0.30)
+    assert "pgd10 reports 70.0%" in finding and "20.0 points above autoattack (50.0%)" in finding
+
+
+@pytest.mark.slow
+def test_weak_pgd_alarm_fires_when_cross_entropy_gradients_vanish(test_digits):
+    """The trained digits CNN with logits times 1e4: float32 softmax saturates, so CE gradients are exactly 0
+    and PGD-20 leaves clean accuracy standing, while the scale-invariant APGD-DLR still breaks the model."""
+    model = models.trained_digits_cnn(examples=1000)
+    inputs = keras.Input((28, 28, 1))
+    scaled = keras.Model(inputs, keras.layers.Rescaling(1e4)(model(inputs)), name="scaled_logits")
+    x, y = test_digits
+    with pytest.warns(evaluation.GradientMaskingWarning) as caught:
+        result = evaluation.evaluate_tradeoff(
+            scaled, (x[:100], y[:100]), attacks=("pgd20", "apgd-dlr"), eps=EPS, attack_options=SMALL, progress=False
+        )
+    row = result.rows[0]
+    assert row["clean"] > 0.7 and row["pgd20"] >= row["clean"] - 0.02  # PGD barely moves a prediction
+    assert row["pgd20"] > row["worst_case"] + evaluation.WEAK_ATTACK_MARGIN
+    [alarm] = [w for w in result.warnings if "too weak" in w]
+    assert alarm in [str(w.message) for w in caught]
+    gap = round(100 * (row["pgd20"] - row["worst_case"]), 1)
+    assert f"{100 * row['pgd20']:.1f}%" in alarm and f"({100 * row['worst_case']:.1f}%)" in alarm
+    assert f"{gap:.1f} points above the worst case" in alarm
 
 
 # --- data forms, randomness ---------------------------------------------------------------------------

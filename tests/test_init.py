@@ -29,6 +29,7 @@ def test_public_api_is_pinned():
         "get_tradeoff",
         "layers",
         "pruning",
+        "recalibrate_batchnorm",
         "set_masks",
         "set_tradeoff",
         "strip",

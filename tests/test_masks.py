@@ -362,3 +362,36 @@ def test_global_allocation_keeps_a_weight_in_every_kernel_and_rejects_bad_option
     x, y = _mlp_data()
     with pytest.raises(ValueError, match="learned.*allocation=\"layer\""):
         keras_smart.design_masks(smart, score="learned", density=0.1, data=(x, y), allocation="global")
+
+
+def test_min_density_floors_every_kernel_out_of_the_same_global_budget():
+    smart = keras_smart.convert(_mlp(), "smart")
+    smart.get_layer("fc2").kernel.assign(smart.get_layer("fc2").kernel.numpy() * 1e-6)  # outranked everywhere
+    masks = keras_smart.design_masks(smart, score="magnitude", density=0.3, allocation="global", min_density=0.25)
+    for name in ("kernel_clean_mask", "kernel_adv_mask"):
+        assert masks["fc2"][name].sum() == round(0.25 * 64)
+        assert masks["fc1"][name].sum() + masks["fc2"][name].sum() == round(0.3 * 192) + round(0.3 * 64)
+        # The floor keeps the kernel's own best weights.
+        kernel = np.abs(smart.get_layer("fc2").kernel.numpy())
+        assert kernel[masks["fc2"][name] > 0].min() >= np.sort(kernel.ravel())[-16]
+    per_layer = keras_smart.design_masks(smart, score="magnitude", density=0.1, min_density=0.25)
+    assert per_layer["fc1"]["kernel_clean_mask"].sum() == round(0.25 * 192)
+    with pytest.raises(ValueError, match="more than the"):
+        keras_smart.design_masks(smart, score="magnitude", density=0.1, allocation="global", min_density=0.5)
+    with pytest.raises(ValueError, match="min_density"):
+        keras_smart.design_masks(smart, density=0.3, min_density=1.5)
+
+
+def test_dense_layers_stay_dense_on_both_paths():
+    smart = keras_smart.convert(_mlp(), "smart")
+    masks = keras_smart.design_masks(smart, score="magnitude", density=(0.5, 0.3), dense_layers=["fc2"])
+    assert masks["fc2"]["kernel_clean_mask"].all() and masks["fc2"]["kernel_adv_mask"].all()
+    assert masks["fc1"]["kernel_adv_mask"].sum() == round(0.3 * 192)
+    x, y = _mlp_data()
+    masks = keras_smart.design_masks(smart, score="snip", density=0.2, data=(x, y), dense_layers=["fc2"],
+                                     allocation="global", attack=keras_smart.AttackConfig(kind="fgsm", eps=0.1))
+    assert masks["fc2"]["kernel_adv_mask"].all() and masks["fc1"]["kernel_adv_mask"].sum() == round(0.2 * 192)
+    with pytest.raises(ValueError, match="names no masked layer"):
+        keras_smart.design_masks(smart, dense_layers=["head"])
+    with pytest.raises(TypeError, match="list of layer names"):
+        keras_smart.design_masks(smart, dense_layers="fc2")

@@ -94,6 +94,52 @@ def test_train_step_loss_is_the_oat_objective(method, options):
     assert "adv_accuracy" in history.history
 
 
+def _kl(p_logits, q_logits):
+    p, q = tf.nn.softmax(p_logits), tf.nn.softmax(q_logits)
+    return float(tf.reduce_sum(p * (tf.math.log(p) - tf.math.log(q)), -1)[0])
+
+
+@pytest.mark.parametrize("loss, beta", [("trades", None), ("trades", 2.5), ("ce_tradeoff", None)])
+@pytest.mark.parametrize("method", ["smart", "oat"])
+def test_train_step_loss_matches_trades_and_the_ce_tradeoff_loss(method, loss, beta):
+    smart = _mlp(method)
+    models.randomize_conditional_state(smart, seed=4)
+    config = _fgsm_config(loss=loss, beta=beta)
+    smart.enable_adversarial(config)
+    rng = np.random.default_rng(1)
+    x = rng.random((24, 6)).astype("float32")
+    y = rng.integers(0, 3, 24)
+    w = rng.random(24).astype("float32")
+    lam = smart.sample_tradeoffs(24).numpy()
+    # TRADES starts its attack at x + 0.001 * N(0, I), drawn per attacked group from the optimizer step.
+    attacked = np.flatnonzero(lam > 0)
+    start_noise = np.zeros_like(x)
+    start_noise[attacked] = 0.001 * tf.random.stateless_normal((len(attacked), 6), [config.seed + 1, 0]).numpy()
+
+    total = 0.0
+    for i in range(24):
+        with cl.tradeoff_override(float(lam[i])):
+            xi, yi = x[i : i + 1], y[i : i + 1]
+            logits = smart(xi, training=False)
+            ce = float(tf.nn.sparse_softmax_cross_entropy_with_logits(yi, logits)[0])
+            robust = 0.0
+            if lam[i] > 0 and loss == "trades":
+                # FGSM on the KL: cross-entropy against the model's own prediction on x.
+                start = np.clip(xi + start_noise[i : i + 1], 0.0, 1.0)
+                x_adv = keras_smart.attacks.fgsm(lambda t: smart(t, training=False), start, tf.nn.softmax(logits), eps=0.1)
+                x_adv = np.clip(xi + np.clip(x_adv - xi, -0.1, 0.1), 0.0, 1.0)
+                robust = _kl(logits, smart(x_adv, training=False))
+            elif lam[i] > 0:
+                x_adv = keras_smart.attacks.fgsm(lambda t: smart(t, training=False), xi, yi, eps=0.1)
+                robust = float(tf.nn.sparse_softmax_cross_entropy_with_logits(yi, smart(x_adv, training=False))[0])
+            total += w[i] * (ce + lam[i] * config.beta * robust)
+    expected = total / 24
+
+    history = smart.fit(x, y, sample_weight=w, batch_size=24, epochs=1, shuffle=False, verbose=0)
+    assert config.beta == (beta or {"trades": 6.0, "ce_tradeoff": 8.0}[loss])
+    assert history.history["loss"][0] == pytest.approx(expected, rel=1e-5)
+
+
 def test_fit_trains_adversarially_only_with_the_callback():
     smart = _mlp()
     x = np.random.default_rng(0).random((16, 6)).astype("float32")
@@ -126,6 +172,10 @@ def test_attack_steps_leave_batch_norm_statistics_alone():
         ({"sampling": "epoch"}, ValueError, "Unknown `sampling`"),
         ({"eps_schedule": 0}, ValueError, "`eps_schedule` must be"),
         ({"attack": "pgd"}, TypeError, "must be an AttackConfig"),
+        ({"loss": "mart"}, ValueError, "Unknown `loss`"),
+        ({"beta": 6.0}, ValueError, "the OAT loss has none"),
+        ({"loss": "trades", "beta": -1.0}, ValueError, "`beta` must be > 0"),
+        ({"recalibration_batches": 0}, ValueError, "`recalibration_batches` must be an int >= 1"),
     ],
 )
 def test_bad_adversarial_settings_are_rejected(kwargs, error, fragment):

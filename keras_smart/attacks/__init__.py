@@ -13,25 +13,37 @@ __all__ = ["apgd", "apgd_targeted", "dlr_loss", "fgsm", "pgd", "run", "square"]
 def run(config, model_fn, x, y, *, eps=None, seed=None, eot_samples=1):
     """Runs the attack an `AttackConfig` describes.
 
+    `config.step_schedule` picks the step rule: "fixed" and "cosine" run `pgd`
+    with that schedule; "apgd" runs `apgd` with the cross-entropy loss (APGD-CE)
+    for `config.steps` iterations, its own step sizes (from 2 * eps, halved at
+    checkpoints; `config.step_size` is unused) and `config.random_start`. All
+    of them work inside `tf.function` with a tf.Variable `eps`.
+
     Args:
       config: a `keras_smart.AttackConfig`.
       model_fn: a callable mapping inputs to logits.
       x, y: a batch and its labels.
       eps: overrides `config.eps` (e.g. a scheduled tf.Variable); the step size
-        scales with it.
-      seed: seed of PGD's random start.
+        scales with it (APGD's steps are relative to eps anyway).
+      seed: seed of the random start.
       eot_samples: forward passes each gradient averages over (expectation over
         transformation, for randomised models).
 
     Example:
       >>> x_adv = run(AttackConfig(eps=0.3, steps=40, step_size=0.01), model_fn, x, y)
+      >>> x_adv = run(AttackConfig(eps=0.3, steps=20, step_schedule="cosine"), model_fn, x, y)
     """
     budget = config.eps if eps is None else eps
     shared = {"eps": budget, "norm": config.norm.value, "clip_min": config.clip_min, "clip_max": config.clip_max}
     if config.kind.value == "fgsm":
         return fgsm(model_fn, x, y, eot_samples=eot_samples, **shared)
+    if config.step_schedule.value == "apgd":
+        return apgd(
+            model_fn, x, y, steps=config.steps, loss="ce", random_start=config.random_start, seed=seed,
+            eot_samples=eot_samples, **shared
+        )
     step_size = config.step_size if eps is None else config.step_size * budget / config.eps
     return pgd(
         model_fn, x, y, steps=config.steps, step_size=step_size, random_start=config.random_start, seed=seed,
-        eot_samples=eot_samples, **shared
+        eot_samples=eot_samples, step_schedule=config.step_schedule.value, **shared
     )

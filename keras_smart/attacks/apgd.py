@@ -16,6 +16,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from keras_smart import labels as labels_lib
 from keras_smart.attacks import common
 
 _LOSSES = ("ce", "dlr")
@@ -46,14 +47,6 @@ def checkpoints(steps):
     return points
 
 
-def _labels(y):
-    """Integer labels [batch] from integer ids ([batch] or [batch, 1]) or one-hot rows."""
-    y = tf.convert_to_tensor(y)
-    if y.shape.rank == 2 and y.shape[-1] != 1:
-        return tf.argmax(y, axis=-1, output_type=tf.int32)
-    return tf.cast(tf.reshape(y, [-1]), tf.int32)
-
-
 def dlr_loss(logits, y, target=None):
     """The difference-of-logits-ratio loss (Croce & Hein 2020), per example; APGD maximises it.
 
@@ -64,14 +57,16 @@ def dlr_loss(logits, y, target=None):
 
     Args:
       logits: [batch, classes] logits (>= 3 classes; >= 4 when targeted).
-      y: true labels, integer ids [batch].
-      target: None, or target labels [batch].
+      y: true labels: integer ids [batch] or [batch, 1], or one-hot / soft rows
+        (read by `keras_smart.labels.ids_tensor`).
+      target: None, or target labels, in the same forms.
 
     Returns:
       A [batch] float32 tensor.
 
     Raises:
-      ValueError: too few classes for the (targeted) DLR loss.
+      ValueError: too few classes for the (targeted) DLR loss; labels of a
+        shape `keras_smart.labels` refuses.
 
     Example:
       >>> dlr_loss(tf.constant([[3.0, 1.0, 0.0, -1.0]]), tf.constant([0]))
@@ -84,22 +79,24 @@ def dlr_loss(logits, y, target=None):
             f"The {'targeted ' if target is not None else ''}DLR loss needs at least {needed} classes; the "
             f"model outputs {classes}. Use the cross-entropy loss (loss='ce') instead."
         )
-    y = tf.cast(y, tf.int32)
+    y = labels_lib.ids_tensor(y, logits)
     ranked = tf.sort(logits, axis=-1, direction="DESCENDING")
     z_y = tf.gather(logits, y, batch_dims=1)
     if target is None:
         others = tf.where(tf.one_hot(y, tf.shape(logits)[-1]) > 0, tf.float32.min, logits)
         return -(z_y - tf.reduce_max(others, axis=-1)) / (ranked[:, 0] - ranked[:, 2] + _TINY)
-    z_t = tf.gather(logits, tf.cast(target, tf.int32), batch_dims=1)
+    z_t = tf.gather(logits, labels_lib.ids_tensor(target, logits), batch_dims=1)
     return -(z_y - z_t) / (ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + _TINY)
 
 
 def _loss_fn(loss, y, target):
+    """The per-example loss APGD maximises; soft label rows count as their argmax class (APGD judges by it)."""
     if loss == "dlr":
         return lambda logits: dlr_loss(logits, y, target)
+    sparse_ce = tf.nn.sparse_softmax_cross_entropy_with_logits
     if target is None:
-        return lambda logits: tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))
-    return lambda logits: -tf.nn.sparse_softmax_cross_entropy_with_logits(target, tf.cast(logits, tf.float32))
+        return lambda logits: sparse_ce(labels_lib.ids_tensor(y, logits), tf.cast(logits, tf.float32))
+    return lambda logits: -sparse_ce(labels_lib.ids_tensor(target, logits), tf.cast(logits, tf.float32))
 
 
 def _check_fraction(value, name):
@@ -145,14 +142,15 @@ def apgd(
     Args:
       model_fn: a callable mapping a batch of inputs to logits.
       x: a batch of inputs.
-      y: true labels: integer ids or one-hot rows.
+      y: true labels: integer ids [batch] or [batch, 1], or one-hot / soft rows
+        (soft rows count as their argmax class; see `keras_smart.labels`).
       eps: the budget (> 0).
       steps: iterations (int >= 1); AutoAttack uses 100. Each costs one forward
         and one backward pass (times `eot_samples`), plus one for the start.
       norm: "linf" or "l2".
       loss: "ce" (cross-entropy) or "dlr" (difference of logits ratio).
-      target: None (untargeted: maximise the loss of `y`), or integer target
-        labels [batch] (targeted: "ce" maximises -CE(target), "dlr" the targeted DLR).
+      target: None (untargeted: maximise the loss of `y`), or target labels in
+        the forms `y` takes (targeted: "ce" maximises -CE(target), "dlr" the targeted DLR).
       random_start: start from a random point on the eps-ball's surface.
       clip_min, clip_max: the valid input range.
       seed: seed of the random start.
@@ -166,7 +164,8 @@ def apgd(
 
     Raises:
       ValueError / TypeError: bad eps, steps, norm, loss, eot_samples, momentum or
-        rho; too few classes for the DLR loss.
+        rho; too few classes for the DLR loss; labels of a shape `keras_smart.labels`
+        refuses (e.g. rank 3, or rows whose width is not the class count).
 
     Example:
       >>> x_adv = apgd(lambda t: model(t, training=False), x, y, eps=8 / 255, steps=100)
@@ -188,14 +187,16 @@ def apgd(
         return common.clip(x + common.project(v - x, eps, norm), clip_min, clip_max)
 
     x_0 = project(x + _random_start(x, eps, norm, seed)) if random_start else x
-    labels = _labels(y)
-    target_labels = None if target is None else tf.cast(tf.reshape(tf.convert_to_tensor(target), [-1]), tf.int32)
-    loss_fn = _loss_fn(loss, labels, target_labels)
+    y = tf.convert_to_tensor(y)
+    target = None if target is None else tf.convert_to_tensor(target)
+    # The losses read the labels against each call's logits (the class count is known only there).
+    loss_fn = _loss_fn(loss, y, target)
 
     def evaluate(x_at):
         return common.loss_and_gradient(model_fn, x_at, loss_fn, eot_samples)
 
     loss_0, grad_0, logits_0 = evaluate(x_0)
+    labels = labels_lib.ids_tensor(y, logits_0)
     robust_0 = tf.equal(tf.argmax(logits_0, -1, output_type=tf.int32), labels)
 
     marks = np.zeros(steps, bool)
@@ -312,11 +313,11 @@ def apgd_targeted(
     if isinstance(target_classes, bool) or not isinstance(target_classes, numbers.Integral) or target_classes < 1:
         raise ValueError(f"`target_classes` must be an int >= 1. Received: target_classes={target_classes!r}")
     x = tf.stop_gradient(tf.convert_to_tensor(x))
-    labels = _labels(y)
     clean_logits = tf.cast(model_fn(x), tf.float32)
     classes = clean_logits.shape[-1]
     if classes is None:
         raise ValueError("apgd_targeted needs a static number of classes (the logits' last dimension).")
+    labels = labels_lib.ids_tensor(y, clean_logits)
     ranking = tf.argsort(clean_logits, axis=-1, direction="DESCENDING", stable=True)
     runs = min(int(target_classes), classes - 1)
 

@@ -5,6 +5,7 @@ import numbers
 import tensorflow as tf
 
 from keras_smart import config as config_lib
+from keras_smart import labels as labels_lib
 
 _TINY = 1e-12
 
@@ -31,10 +32,8 @@ def check_norm(norm):
 
 
 def default_loss(labels, logits):
-    """Per-example cross-entropy from logits; integer labels or one-hot rows."""
-    if labels.shape.rank == logits.shape.rank:
-        return tf.nn.softmax_cross_entropy_with_logits(tf.cast(labels, logits.dtype), logits)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(tf.reshape(labels, [-1]), tf.int32), logits)
+    """Per-example cross-entropy from logits; labels as `keras_smart.labels` reads them (ids [B] or [B, 1], or rows)."""
+    return labels_lib.cross_entropy(labels, logits)
 
 
 def check_eot_samples(eot_samples):

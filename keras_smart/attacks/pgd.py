@@ -1,4 +1,6 @@
-"""Projected gradient descent (Madry et al. 2018), L-inf and L2, as an in-graph loop."""
+"""Projected gradient descent (Madry et al. 2018), L-inf and L2, fixed or cosine steps, as an in-graph loop."""
+
+import math
 
 import tensorflow as tf
 
@@ -21,12 +23,18 @@ def pgd(
     loss_fn=None,
     seed=None,
     eot_samples=1,
+    step_schedule="fixed",
 ):
     """Iterated gradient steps, each projected back onto the eps-ball around x and the clip range.
 
     The loop is a `tf.while_loop`, so inside `tf.function` the model appears in
     the graph once whatever `steps` is. Batch-norm mode is the caller's choice
     through `model_fn` (`training=False`: inference mode, no statistics move).
+
+    With `step_schedule="cosine"`, step t of T (t = 0..T-1) has length
+    step_size * 0.5 * (1 + cos(pi * t / T)): it starts at `step_size` and
+    decays towards 0, so large early steps explore and small late ones settle
+    (the steps add up to step_size * (T + 1) / 2). Start it at 2 * eps.
 
     Args:
       model_fn: a callable mapping a batch of inputs to logits.
@@ -43,13 +51,16 @@ def pgd(
       seed: seed of the random start.
       eot_samples: forward passes each step's gradient averages over (expectation
         over transformation, for randomised models); 1 for deterministic ones.
+      step_schedule: "fixed" (every step `step_size`, the default) or "cosine"
+        (decaying from `step_size` towards 0, see above). For APGD's adaptive
+        steps use `attacks.apgd`.
 
     Returns:
       The adversarial batch (no gradient flows back through it).
 
     Raises:
       ValueError / TypeError: for a non-positive eps or step size, steps < 1, an unknown norm,
-        eot_samples < 1.
+        eot_samples < 1, a step schedule other than "fixed" or "cosine".
 
     Example:
       >>> x_adv = pgd(lambda t: model(t, training=False), x, y, eps=0.3, steps=40, step_size=0.01)
@@ -59,6 +70,7 @@ def pgd(
     steps = common.check_steps(steps)
     norm = common.check_norm(norm)
     eot_samples = common.check_eot_samples(eot_samples)
+    cosine = _check_schedule(step_schedule) == common.config_lib.StepSchedule.COSINE
     loss_fn = loss_fn or common.default_loss
     x = tf.stop_gradient(tf.convert_to_tensor(x))
     y = tf.convert_to_tensor(y)
@@ -71,9 +83,23 @@ def pgd(
 
     def body(i, x_adv):
         grad = common.loss_gradient(model_fn, x_adv, y, loss_fn, targeted, eot_samples)
-        moved = x_adv + common.step(grad, step_size, norm)
+        size = step_size
+        if cosine:
+            size = step_size * 0.5 * (1.0 + tf.cos(math.pi * tf.cast(i, x.dtype) / steps))
+        moved = x_adv + common.step(grad, size, norm)
         x_adv = common.clip(x + common.project(moved - x, eps, norm), clip_min, clip_max)
         return i + 1, tf.stop_gradient(x_adv)
 
     _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
     return x_adv
+
+
+def _check_schedule(step_schedule):
+    schedule = common.config_lib.coerce_enum(common.config_lib.StepSchedule, step_schedule, "step_schedule")
+    if schedule == common.config_lib.StepSchedule.APGD:
+        raise ValueError(
+            "`pgd` takes step_schedule='fixed' or 'cosine'; APGD has its own step rule: call "
+            "`keras_smart.attacks.apgd` (or `attacks.run` with an AttackConfig(step_schedule='apgd')). "
+            f"Received: step_schedule={step_schedule!r}"
+        )
+    return schedule

@@ -16,6 +16,7 @@ import numbers
 import tensorflow as tf
 
 from keras_smart import config as config_lib
+from keras_smart import labels as labels_lib
 from keras_smart.attacks import common
 
 # The reference schedule: at these shares of the queries (x 10,000) the window's area halves.
@@ -76,7 +77,8 @@ def square(
     Args:
       model_fn: a callable mapping images [batch, height, width, channels] to logits.
       x: a batch of images.
-      y: true labels: integer ids or one-hot rows.
+      y: true labels: integer ids [batch] or [batch, 1], or one-hot / soft rows
+        (soft rows count as their argmax class; see `keras_smart.labels`).
       eps: the L-inf budget (> 0).
       queries: model queries per example (AutoAttack: 5,000), the initial one included.
       p_init: the initial share of the image a window covers (0.8).
@@ -109,18 +111,9 @@ def square(
     x = tf.stop_gradient(tf.convert_to_tensor(x))
     if x.shape.rank != 4:
         raise ValueError(f"Square perturbs images [batch, height, width, channels]. Received shape {x.shape}")
-    y = tf.convert_to_tensor(y)
-    labels = (
-        tf.argmax(y, -1, output_type=tf.int32)
-        if y.shape.rank == 2 and y.shape[-1] != 1
-        else tf.cast(tf.reshape(y, [-1]), tf.int32)
-    )
     eps = tf.cast(eps, x.dtype)
     shape = tf.shape(x)
     batch, height, width, channels = (x.shape[i] if x.shape[i] is not None else shape[i] for i in range(4))
-
-    def margin(images):
-        return _margin(_mean_logits(model_fn, images, eot_samples), labels)
 
     def op_seed(offset):
         # Random ops that share an op seed draw the same stream: give each its own.
@@ -131,7 +124,12 @@ def square(
 
     # Vertical stripes: one sign per column and channel.
     x_best = common.clip(x + eps * tf.cast(random_signs([batch, 1, width, channels], 0), x.dtype), clip_min, clip_max)
-    margin_best = margin(x_best)
+    logits_best = _mean_logits(model_fn, x_best, eot_samples)
+    labels = labels_lib.ids_tensor(y, logits_best)  # read once, against the model's class count
+    margin_best = _margin(logits_best, labels)
+
+    def margin(images):
+        return _margin(_mean_logits(model_fn, images, eot_samples), labels)
 
     rows = tf.range(height)[None, :, None]
     cols = tf.range(width)[None, None, :]

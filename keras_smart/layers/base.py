@@ -92,6 +92,21 @@ def statistics_frozen():
     return bool(getattr(_STATE, "frozen", None))
 
 
+def collecting_statistics(collector):
+    """Makes dual batch-norm normalise with batch statistics and hand them to `collector`.
+
+    Inside this scope (read at trace time, with any `training` value) a dual
+    batch-norm layer calls `collector.add(layer, mean, mean_of_squares, count)`
+    with the statistics of the batch it sees, normalises with them, and moves
+    no moving statistics. `recalibrate_batchnorm` uses it.
+    """
+    return _scoped("collector", collector)
+
+
+def statistics_collector():
+    return getattr(_STATE, "collector", None)
+
+
 class _VariableReference:
     """Holds the model's trade-off variable so that Keras does not track it as a layer weight."""
 

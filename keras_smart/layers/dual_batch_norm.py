@@ -109,7 +109,12 @@ class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalizat
         rank = x.shape.rank
         axis = self._axis(rank)
         reduction_axes = [i for i in range(rank) if i != axis]
-        if training and self.trainable:
+        collector = base.statistics_collector()
+        if collector is not None and self.trainable:
+            mean, variance = tf.nn.moments(x, reduction_axes)
+            count = tf.cast(tf.size(x) // tf.maximum(tf.shape(x)[axis], 1), tf.float32)
+            collector.add(self, mean, variance + tf.square(mean), count)
+        elif training and self.trainable:
             mean, variance = tf.nn.moments(x, reduction_axes)
             if not base.statistics_frozen():
                 self._move_statistics(mean, variance, a, nonempty=tf.size(x) > 0)
@@ -118,7 +123,7 @@ class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalizat
             variance = self._routed("moving_variance", a)
         gamma = self._routed("gamma", a)
         beta = self._routed("beta", a)
-        if _compat.IS_LEGACY and not training and rank == 4 and getattr(self, "fused", False):
+        if _compat.IS_LEGACY and not (training or collector) and rank == 4 and getattr(self, "fused", False):
             # tf_keras's own inference kernel, so that conversion is exact in that flavour too.
             outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 x,
