@@ -4,9 +4,10 @@ For each (d_clean, d_adv) point this trains, on `keras_smart.backbones.digits_cn
 (Keras's default batch-norm momentum), the 4,000 training digits, Adam 1e-3,
 batch 64, 10 epochs, PGD-7 at L-inf eps 0.3 (eps warmed up over 3 epochs):
 
-- SMART: switch mode, the two-path recipe (lambdas (0, 1), half of each batch
-  clean), snip masks designed with global allocation after one dense epoch,
-  batch-norm recalibrated at the end of fit (the default);
+- SMART: switch mode, the two-path recipe (lambdas (0, 1), --clean_share of
+  each batch clean, half by default), snip masks designed with global
+  allocation (and --min_density) after one dense epoch, batch-norm
+  recalibrated at the end of fit (the default);
 - "pgd_at_mask": PGD-AT through SMART's own adversarial mask, fixed from the
   start (every example at lam = 1: the loss is CE(x_adv) alone);
 - "plain_mask": standard training through SMART's own clean mask.
@@ -40,7 +41,6 @@ keras = _compat.keras
 
 EPS = 0.3
 EVAL_EXAMPLES = 500
-TWO_PATHS = {"lambdas": (0.0, 1.0), "clean_share": 0.5}
 OAT_RECIPE = {"lambdas": keras_smart.config.OAT_LAMBDAS, "clean_share": 1 / 6}
 EXTRAS = (
     "cosine_attack",  # train with a cosine step schedule from 2 eps
@@ -52,6 +52,12 @@ EXTRAS = (
     "blend", "noise",  # SMART's other trade-off modes, trained with OAT's recipe as they need lam > 0 values
     "oat_recipe",  # OAT's lambdas and 1/6 clean share instead of the two-path recipe
     "adv_heavy",  # a quarter of each batch clean instead of half
+    "adv_shared",  # only the adversarial loss trains the weights both masks keep
+    "all_adversarial",  # every example on the adversarial path (clean_share 0): the mask timing alone
+    "rewind",  # masks designed after the dense epoch, then every weight rewound to its initial value
+    "rewind_adv_heavy",  # rewinding with a quarter of each batch clean
+    "attack_bn_train",  # the training attack normalises with batch statistics, not the moving ones
+    "adv_shared_heavy",  # both of the above
     "masks_at_start",  # masks designed before any training (no dense warm-up)
     "no_recalibration",  # the fit-end batch-norm recalibration switched off
     "loop_pgd_at_mask",  # a plain GradientTape PGD-AT loop through the same adversarial mask
@@ -68,22 +74,26 @@ def _compile(model, learning_rate):
     return model
 
 
-def _attack(schedule="fixed"):
-    return keras_smart.AttackConfig(eps=EPS, steps=7, step_schedule=schedule)
+def _attack(schedule="fixed", bn_mode="inference"):
+    return keras_smart.AttackConfig(eps=EPS, steps=7, step_schedule=schedule, bn_mode=bn_mode)
 
 
 def _fit(model, x, y, args, cbs):
     model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0, callbacks=cbs)
 
 
-def _smart(args, density, x, y, *, schedule="fixed", loss="oat", recipe=TWO_PATHS, warmup_epochs=1,
-           recalibrate=True, allocation="global", score="snip", mode="switch", **mask_options):
+def _smart(args, density, x, y, *, schedule="fixed", loss="oat", recipe=None, warmup_epochs=1,
+           recalibrate=True, allocation="global", score="snip", mode="switch", shared_weights="both",
+           bn_mode="inference", **mask_options):
+    recipe = recipe or {"lambdas": (0.0, 1.0), "clean_share": args.clean_share}
+    if args.min_density and score != "learned":
+        mask_options = {"min_density": args.min_density, **mask_options}
     keras.utils.set_random_seed(args.seed)
     smart = _compile(keras_smart.convert(backbones.digits_cnn(), "smart", tradeoff_mode=mode), args.learning_rate)
-    attack = _attack(schedule)
+    attack = _attack(schedule, bn_mode)
     cbs = [
         callbacks.AdversarialCallback(attack=attack, eps_schedule=args.warmup, seed=args.seed, loss=loss,
-                                      recalibrate=recalibrate, **recipe),
+                                      recalibrate=recalibrate, shared_weights=shared_weights, **recipe),
         callbacks.MaskUpdate((x[:512], y[:512]) if score in ("snip", "learned") else None, score=score,
                              density=density, warmup_epochs=warmup_epochs,
                              seed=args.seed, allocation=allocation,
@@ -232,6 +242,12 @@ def main(args):
         "noise": dict(mode="noise", recipe=OAT_RECIPE),
         "oat_recipe": dict(recipe=OAT_RECIPE),
         "adv_heavy": dict(recipe={"lambdas": (0.0, 1.0), "clean_share": 0.25}),
+        "adv_shared": dict(shared_weights="adversarial"),
+        "all_adversarial": dict(recipe={"lambdas": (0.0, 1.0), "clean_share": 0.0}),
+        "rewind": dict(rewind=True),
+        "rewind_adv_heavy": dict(rewind=True, recipe={"lambdas": (0.0, 1.0), "clean_share": 0.25}),
+        "attack_bn_train": dict(bn_mode="train"),
+        "adv_shared_heavy": dict(shared_weights="adversarial", recipe={"lambdas": (0.0, 1.0), "clean_share": 0.25}),
         "masks_at_start": dict(warmup_epochs=0),
         "no_recalibration": dict(recalibrate=False),
     }
@@ -258,6 +274,8 @@ def main(args):
             "backbone": "keras_smart.backbones.digits_cnn() (batch-norm momentum 0.99, Keras's default)",
             "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": f"Adam({args.learning_rate})",
             "train_attack": f"PGD-7 L-inf eps {EPS} random start, eps warm-up {args.warmup} epochs",
+            "smart_recipe": f"lambdas (0, 1), clean share {args.clean_share}, snip global masks after 1 dense epoch"
+                            + (f", min_density {args.min_density}" if args.min_density else ""),
             "judge": f"full AutoAttack (APGD-CE, APGD-T, Square) and PGD-20 on the first {EVAL_EXAMPLES} test "
                      "digits; clean accuracy on all 1,000",
             "seed": args.seed,
@@ -279,6 +297,8 @@ if __name__ == "__main__":
     parser.add_argument("--extras", default="", help="comma-separated, from: " + ",".join(EXTRAS))
     parser.add_argument("--no_baselines", action="store_true", help="skip the same-mask dedicated models")
     parser.add_argument("--extras_only", action="store_true", help="train only the --extras (at the first point)")
+    parser.add_argument("--clean_share", type=float, default=0.5, help="lam = 0 share of each batch (lambdas 0, 1)")
+    parser.add_argument("--min_density", type=float, default=0.0, help="design_masks' per-kernel floor (0: none)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3, help="eps warm-up epochs")
     parser.add_argument("--batch_size", type=int, default=64)

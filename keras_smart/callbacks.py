@@ -45,6 +45,8 @@ class AdversarialCallback(keras.callbacks.Callback):
         `attack`'s examples at the largest trained lam. Short runs and new
         masks leave moving statistics behind the weights; this puts them right.
       recalibration_batches: how many training batches it uses (int >= 1).
+      shared_weights: "both" (default) or "adversarial": which loss trains the
+        weights both SMART masks keep (see `AdversarialConfig`).
 
     Example:
       >>> model.fit(ds, epochs=5, callbacks=[keras_smart.callbacks.AdversarialCallback(
@@ -66,6 +68,7 @@ class AdversarialCallback(keras.callbacks.Callback):
         beta=None,
         recalibrate=True,
         recalibration_batches=16,
+        shared_weights="both",
     ):
         super().__init__()
         self.config = config_lib.AdversarialConfig(
@@ -76,6 +79,7 @@ class AdversarialCallback(keras.callbacks.Callback):
             seed=seed,
             loss=loss,
             beta=beta,
+            shared_weights=shared_weights,
         )
         if not isinstance(recalibrate, bool):
             raise TypeError(f"`recalibrate` must be True or False. Received: recalibrate={recalibrate!r}")
@@ -161,6 +165,11 @@ class MaskUpdate(keras.callbacks.Callback):
       score, density, max_overlap, seed: as in `design_masks`.
       warmup_epochs: int >= 0, the epoch at whose start masks are designed.
       refresh_every: None (design once) or an int >= 1.
+      rewind: when True, the first design also puts every trainable weight
+        back to its value when `fit` started (lottery-ticket rewinding): the
+        masks were chosen on the warm-up's weights, training then starts
+        afresh through them. The optimizer's state is kept. A run resumed by
+        BackupAndRestore rewinds to the weights it resumed from.
       **design_options: other `design_masks` arguments (attack, loss_fn,
         batch_size, max_batches, steps, learning_rate).
 
@@ -180,6 +189,7 @@ class MaskUpdate(keras.callbacks.Callback):
         seed=0,
         warmup_epochs=1,
         refresh_every=None,
+        rewind=False,
         **design_options,
     ):
         super().__init__()
@@ -196,6 +206,10 @@ class MaskUpdate(keras.callbacks.Callback):
         self.mask_config = mask_config
         self.warmup_epochs = warmup_epochs
         self.refresh_every = refresh_every
+        if not isinstance(rewind, bool):
+            raise TypeError(f"`rewind` must be True or False. Received: rewind={rewind!r}")
+        self.rewind = rewind
+        self._initial_weights = None
         self.design_options = design_options
         self.designs = []  # the epochs at whose start masks were designed
 
@@ -209,6 +223,8 @@ class MaskUpdate(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         masks.get_masks(self.model)  # fails now, not after the warm-up, on a model without masks
+        if self.rewind:
+            self._initial_weights = [v.numpy() for v in self.model.trainable_weights]
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self.due(epoch):
@@ -222,6 +238,10 @@ class MaskUpdate(keras.callbacks.Callback):
             data=self.data,
             **self.design_options,
         )
+        if self.rewind and not self.designs and self._initial_weights is not None:
+            for variable, value in zip(self.model.trainable_weights, self._initial_weights):
+                variable.assign(value)
+            self._initial_weights = None
         self.designs.append(epoch)
 
 

@@ -61,12 +61,13 @@ class TrainSettings:
     recalibrate: bool = True  # batch-norm statistics recomputed per path at the end of fit
     norm: str = "linf"
     eps_warmup: int = 3
-    lambdas: tuple = config_lib.OAT_LAMBDAS
-    clean_share: float = 1 / 6
+    lambdas: tuple = None  # None: (0, 1) for SMART's switch mode (two paths), OAT's set otherwise
+    clean_share: float = None  # None: 0.5 with lambdas (0, 1), OAT's 1/6 otherwise
     sampling: str = "element"
     mask_score: str = "snip"
     mask_allocation: str = "global"  # the frontier benchmark's best (BENCHMARKS.md)
-    density: tuple = (0.35, 0.35)
+    density: tuple = (0.1, 0.35)  # (clean, adversarial): BENCHMARKS.md, per-path densities
+    min_density: float = 0.1  # every kernel keeps at least this share per path
     mask_warmup: int = 1
     augment: bool = False
     max_examples: int = 0  # 0: the whole split
@@ -79,10 +80,17 @@ class TrainSettings:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1. Received: {name}={getattr(self, name)!r}")
+        two_paths = self.method == "smart" and self.tradeoff_mode in (None, "switch")
+        if self.lambdas is None:
+            object.__setattr__(self, "lambdas", (0.0, 1.0) if two_paths else config_lib.OAT_LAMBDAS)
+        if self.clean_share is None:
+            object.__setattr__(self, "clean_share", 0.5 if tuple(self.lambdas) == (0.0, 1.0) else 1 / 6)
         object.__setattr__(self, "lambdas", tuple(float(l) for l in self.lambdas))
         object.__setattr__(self, "density", tuple(float(d) for d in self.density))
         self.adversarial_config()  # validates eps, steps, lambdas, ...
         config_lib.MaskConfig(score=self.mask_score, density=self.density)
+        if self.min_density is not None:
+            config_lib.check_density(self.min_density, "min_density")
         if self.mask_allocation not in ("layer", "global"):
             raise ValueError(f'`mask_allocation` must be "layer" or "global". Received: {self.mask_allocation!r}')
         if self.mask_allocation == "global" and self.mask_score == "learned":
@@ -216,11 +224,12 @@ def train(settings, output_dir, *, overwrite=False, extra_callbacks=(), verbose=
         )
     ]
     if settings.method in MASKED_METHODS:
-        density = settings.density if settings.method == "smart" else settings.density[:1] * 2
+        # FLOATS' one mask serves both paths: it takes the adversarial path's density.
+        density = settings.density if settings.method == "smart" else settings.density[1:] * 2
         fit_callbacks.append(
             callbacks_lib.MaskUpdate(
                 dataset.take(4), score=settings.mask_score, density=density, allocation=settings.mask_allocation,
-                warmup_epochs=settings.mask_warmup,
+                min_density=settings.min_density, warmup_epochs=settings.mask_warmup,
                 seed=settings.seed,
             )
         )
@@ -307,9 +316,9 @@ def export(run_dir, *, tradeoffs=(0.0, 1.0), quantize=None, runtime_tradeoff=Fal
     )
 
 
-# Switch mode has two paths: each trains on its own loss, half of every batch (BENCHMARKS.md: the
-# frontier benchmark's best recipe, with snip masks allocated globally at density 0.35).
-DEMO_SETTINGS = TrainSettings(lambdas=(0.0, 1.0), clean_share=0.5)
+# The CLI's defaults: SMART's switch mode, two paths each trained on its own loss, snip masks
+# allocated globally at densities (0.1, 0.35) with a 10% floor per kernel (BENCHMARKS.md).
+DEMO_SETTINGS = TrainSettings()
 DEMO_TRADEOFFS = (0.0, 1.0)
 # AutoAttack shrunk to fit the demo's minutes (the report states it): APGD-CE and APGD-T at 50
 # steps, 3 target classes, Square at 1,000 queries. `keras-smart evaluate` runs the standard suite.
@@ -388,11 +397,15 @@ flags.DEFINE_bool("recalibrate", _DEFAULTS.recalibrate,
                   "Recompute each path's batch-norm statistics at the end of training (train).")
 flags.DEFINE_enum("norm", _DEFAULTS.norm, ["linf", "l2"], "Threat model norm (train).")
 flags.DEFINE_integer("eps_warmup", _DEFAULTS.eps_warmup, "Epochs of linear eps warm-up, 0 for none (train).")
-flags.DEFINE_list("lambdas", [str(l) for l in _DEFAULTS.lambdas], "Training trade-offs, must include 0 (train).")
-flags.DEFINE_float("clean_share", _DEFAULTS.clean_share, "Share of each batch trained at lam = 0 (train).")
+flags.DEFINE_list("lambdas", None, "Training trade-offs, must include 0; default 0,1 for SMART's switch mode, "
+                  "OAT's 0,.1,.2,.3,.4,1 otherwise (train).")
+flags.DEFINE_float("clean_share", None, "Share of each batch trained at lam = 0; default 0.5 with lambdas 0,1, "
+                   "1/6 otherwise (train).")
 flags.DEFINE_enum("sampling", _DEFAULTS.sampling, ["element", "batch"], "lam sampling (train).")
 flags.DEFINE_enum("mask_score", _DEFAULTS.mask_score, [s.value for s in config_lib.MaskScore], "Mask score (train).")
 flags.DEFINE_list("density", [str(d) for d in _DEFAULTS.density], "Mask density: d or d_clean,d_adv (train).")
+flags.DEFINE_float("min_density", _DEFAULTS.min_density, "Each kernel keeps at least this share per path; 0 for "
+                   "no floor (train).")
 flags.DEFINE_enum("mask_allocation", _DEFAULTS.mask_allocation, ["layer", "global"],
                   "Mask density per kernel (layer) or over all kernels together (global) (train).")
 flags.DEFINE_integer("mask_warmup", _DEFAULTS.mask_warmup, "Dense epochs before masks are designed (train).")
@@ -418,7 +431,8 @@ def _settings_from_flags():
         learning_rate=FLAGS.learning_rate, eps=FLAGS.eps, attack_steps=FLAGS.attack_steps,
         step_size=FLAGS.step_size, attack_schedule=FLAGS.attack_schedule, loss=FLAGS.loss,
         recalibrate=FLAGS.recalibrate, norm=FLAGS.norm, eps_warmup=FLAGS.eps_warmup,
-        lambdas=tuple(float(l) for l in FLAGS.lambdas), clean_share=FLAGS.clean_share, sampling=FLAGS.sampling,
+        lambdas=None if FLAGS.lambdas is None else tuple(float(l) for l in FLAGS.lambdas),
+        clean_share=FLAGS.clean_share, sampling=FLAGS.sampling, min_density=FLAGS.min_density or None,
         mask_score=FLAGS.mask_score, mask_allocation=FLAGS.mask_allocation,
         density=tuple(density * 2 if len(density) == 1 else density),
         mask_warmup=FLAGS.mask_warmup, augment=FLAGS.augment, max_examples=FLAGS.max_examples, seed=FLAGS.seed,

@@ -268,6 +268,10 @@ class AdversarialConfig:
         "trades" or "ce_tradeoff".
       beta: the robust term's weight for "trades" (default 6) and
         "ce_tradeoff" (default 8); must be None for "oat".
+      shared_weights: which loss trains the kernel weights both SMART masks
+        keep: "both" (default: every path's loss, as in OAT) or "adversarial"
+        (the lam > 0 loss alone; the clean path then trains only the weights
+        its mask keeps alone, and its batch-norm). Other methods ignore it.
     """
 
     attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
@@ -277,8 +281,14 @@ class AdversarialConfig:
     seed: int = 0
     loss: AdversarialLoss = AdversarialLoss.OAT
     beta: float = None
+    shared_weights: str = "both"
 
     def __post_init__(self):
+        if self.shared_weights not in ("both", "adversarial"):
+            raise ValueError(
+                '`shared_weights` must be "both" or "adversarial". '
+                f"Received: shared_weights={self.shared_weights!r}"
+            )
         object.__setattr__(self, "loss", coerce_enum(AdversarialLoss, self.loss, "loss"))
         if self.loss == AdversarialLoss.OAT:
             if self.beta is not None:

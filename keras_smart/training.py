@@ -31,6 +31,7 @@ from keras_smart import _compat
 from keras_smart import attacks
 from keras_smart import config as config_lib
 from keras_smart import labels as labels_lib
+from keras_smart import losses
 from keras_smart import recalibration
 from keras_smart.attacks import common as attacks_common
 from keras_smart.layers import base
@@ -217,13 +218,6 @@ class SmartModel(keras.Model):
         delta = attacks_common.project(x_adv - x, tf.cast(eps, x.dtype), attack.norm)
         return tf.stop_gradient(attacks_common.clip(x + delta, attack.clip_min, attack.clip_max))
 
-    def _row_weights(self, lam):
-        """(clean row weight, adversarial row weight) per example, before sample weights."""
-        adversarial = self._adversarial.config
-        if adversarial.loss == config_lib.AdversarialLoss.OAT:
-            return 1.0 - lam, lam
-        return tf.ones_like(lam), lam * adversarial.beta
-
     def train_step(self, data):
         if self._adversarial.config is None:
             return super().train_step(data)
@@ -264,6 +258,9 @@ class SmartModel(keras.Model):
                 def forward(x_g=x_g, y_g=y_g, lam_g=lam_g, group_lam=group_lam, attacked=attacked):
                     with base.tradeoff_override(lam_g if group_lam is None else group_lam):
                         if not attacked:
+                            if adversarial.shared_weights == "adversarial":
+                                with base.holding_shared_weights():
+                                    return self(x_g, training=True), nothing()
                             return self(x_g, training=True), nothing()
                         # A path's moving statistics come from the inputs it serves: the
                         # adversarial path's from adversarial examples, not from this clean pass.
@@ -274,7 +271,7 @@ class SmartModel(keras.Model):
 
                 # An empty group is skipped: TF's CPU convolution mis-shapes a batch of 0.
                 clean, adv = tf.cond(tf.size(lam_g) > 0, forward, lambda: (nothing(), nothing()))
-                clean_weight, adv_weight = self._row_weights(lam_g)
+                clean_weight, adv_weight = losses.row_weights(adversarial, lam_g)
                 clean_preds.append(clean)
                 preds.append(clean)
                 targets.append(y_g)
@@ -282,7 +279,7 @@ class SmartModel(keras.Model):
                 if attacked:
                     self._update_adv_accuracy(y_g, adv, w_g)
                     if trades:
-                        kl_terms.append(adv_weight * w_g * _kl_divergence(clean, adv))
+                        kl_terms.append(adv_weight * w_g * losses.kl_divergence(clean, adv))
                     else:
                         preds.append(adv)
                         targets.append(y_g)
@@ -313,9 +310,3 @@ class SmartModel(keras.Model):
         correct = tf.cast(tf.equal(labels, tf.argmax(pred, -1, output_type=tf.int32)), tf.float32)
         self._adversarial.accuracy.update_state(correct, sample_weight=weight)
 
-
-def _kl_divergence(logits_p, logits_q):
-    """Per-example KL(softmax(logits_p) || softmax(logits_q)), in float32."""
-    log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32))
-    log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32))
-    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)

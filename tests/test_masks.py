@@ -395,3 +395,27 @@ def test_dense_layers_stay_dense_on_both_paths():
         keras_smart.design_masks(smart, dense_layers=["head"])
     with pytest.raises(TypeError, match="list of layer names"):
         keras_smart.design_masks(smart, dense_layers="fc2")
+
+
+@pytest.mark.parametrize("rewind", [False, True])
+def test_mask_update_can_rewind_the_weights_to_where_fit_started(rewind):
+    smart = keras_smart.convert(_mlp(), "smart")
+    update = keras_smart.callbacks.MaskUpdate(score="magnitude", density=0.5, warmup_epochs=1, rewind=rewind)
+    update.set_model(smart)
+    update.on_train_begin()
+    start = [v.numpy() for v in smart.trainable_weights]
+    for variable in smart.trainable_weights:  # what a warm-up epoch would do
+        variable.assign(variable.numpy() + 1.0)
+    warmed = [v.numpy() for v in smart.trainable_weights]
+    update.on_epoch_begin(0)  # not yet due
+    update.on_epoch_begin(1)
+    assert update.designs == [1]
+    expected = start if rewind else warmed
+    for variable, value in zip(smart.trainable_weights, expected):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    # The masks were chosen on the warmed-up weights (magnitude of W + 1), before the rewind.
+    kernel = warmed[[i for i, v in enumerate(smart.trainable_weights) if v is smart.get_layer("fc1").kernel][0]]
+    mask = keras_smart.get_masks(smart)["fc1"]["kernel_clean_mask"]
+    assert np.abs(kernel)[mask > 0].min() >= np.median(np.abs(kernel))
+    with pytest.raises(TypeError, match="`rewind` must be True or False"):
+        keras_smart.callbacks.MaskUpdate(score="magnitude", rewind="yes")

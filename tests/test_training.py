@@ -140,6 +140,26 @@ def test_train_step_loss_matches_trades_and_the_ce_tradeoff_loss(method, loss, b
     assert history.history["loss"][0] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("shared_weights", ["both", "adversarial"])
+def test_shared_weights_decides_which_loss_trains_the_weights_both_masks_keep(shared_weights):
+    smart = _mlp()
+    # Random masks at 0.6 per path on fc1 (some weights on both paths, some on one); fc2 dense, so
+    # that every hidden unit passes a gradient back.
+    keras_smart.design_masks(smart, score="random", density=0.6, dense_layers=["fc2"])
+    smart.compile(keras.optimizers.SGD(0.5), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    smart.enable_adversarial(_fgsm_config(clean_share=1.0, shared_weights=shared_weights))  # every example clean
+    masks = keras_smart.get_masks(smart)["fc1"]
+    shared = (masks["kernel_clean_mask"] * masks["kernel_adv_mask"]) > 0
+    clean_only = (masks["kernel_clean_mask"] > 0) & ~shared
+    before = smart.get_layer("fc1").kernel.numpy()
+    rng = np.random.default_rng(0)
+    smart.fit(rng.random((16, 6)).astype("float32"), rng.integers(0, 3, 16), batch_size=16, epochs=1, verbose=0)
+    moved = smart.get_layer("fc1").kernel.numpy() != before
+    assert shared.any() and clean_only.any()
+    assert moved[clean_only].all()
+    assert moved[shared].all() if shared_weights == "both" else not moved[shared].any()
+
+
 def test_fit_trains_adversarially_only_with_the_callback():
     smart = _mlp()
     x = np.random.default_rng(0).random((16, 6)).astype("float32")
@@ -176,6 +196,7 @@ def test_attack_steps_leave_batch_norm_statistics_alone():
         ({"beta": 6.0}, ValueError, "the OAT loss has none"),
         ({"loss": "trades", "beta": -1.0}, ValueError, "`beta` must be > 0"),
         ({"recalibration_batches": 0}, ValueError, "`recalibration_batches` must be an int >= 1"),
+        ({"shared_weights": "clean"}, ValueError, "`shared_weights` must be"),
     ],
 )
 def test_bad_adversarial_settings_are_rejected(kwargs, error, fragment):

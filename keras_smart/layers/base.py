@@ -92,6 +92,21 @@ def statistics_frozen():
     return bool(getattr(_STATE, "frozen", None))
 
 
+def holding_shared_weights():
+    """Makes dual-mask layers pass no gradient to the weights both of their masks keep.
+
+    Training uses it around the clean path's forward when only the adversarial
+    loss may train the shared weights (`AdversarialConfig(shared_weights=
+    "adversarial")`): the clean path then trains its own weights and batch-norm
+    only. Read at trace time; the computed values do not change.
+    """
+    return _scoped("hold_shared", True)
+
+
+def shared_weights_held():
+    return bool(getattr(_STATE, "hold_shared", None))
+
+
 def collecting_statistics(collector):
     """Makes dual batch-norm normalise with batch statistics and hand them to `collector`.
 

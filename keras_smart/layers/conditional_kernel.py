@@ -93,6 +93,9 @@ class ConditionalKernel(base.ConditionalLayer):
             kernel = kernel + tf.cast(lam, dtype) * scale * spread * eta * present
         masks = [tf.cast(getattr(self, name), dtype) for name in self.mask_names(kernel_name)]
         if self.mask_kind == "dual":
+            if base.shared_weights_held():
+                shared = masks[0] * masks[1]
+                kernel = tf.stop_gradient(kernel) * shared + kernel * (1.0 - shared)
             a = tf.cast(self.path_weight(lam), dtype)
             kernel = kernel * ((1.0 - a) * masks[0] + a * masks[1])
         elif self.mask_kind == "single":

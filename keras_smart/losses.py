@@ -1,0 +1,41 @@
+"""The once-for-all objectives: how each example's clean and adversarial terms are weighted, and TRADES' KL."""
+
+import tensorflow as tf
+
+from keras_smart import config as config_lib
+
+
+def row_weights(adversarial_config, lam):
+    """(clean row weight, adversarial row weight) per example at trade-off `lam`, before sample weights.
+
+    The train step feeds the clean and the adversarial predictions to the user's
+    compiled loss as rows with these weights:
+    - "oat": (1 - lam, lam);
+    - "trades": (1, lam * beta), the adversarial weight scaling `kl_divergence`
+      (TRADES has no adversarial cross-entropy row);
+    - "ce_tradeoff": (1, lam * beta).
+
+    Args:
+      adversarial_config: a `keras_smart.AdversarialConfig`.
+      lam: per-example trade-offs, a float32 tensor.
+
+    Returns:
+      Two float32 tensors shaped like `lam`.
+
+    Example:
+      >>> clean_w, adv_w = row_weights(AdversarialConfig(loss="ce_tradeoff"), tf.constant([0.0, 1.0]))
+    """
+    if adversarial_config.loss == config_lib.AdversarialLoss.OAT:
+        return 1.0 - lam, lam
+    return tf.ones_like(lam), lam * adversarial_config.beta
+
+
+def kl_divergence(logits_p, logits_q):
+    """Per-example KL(softmax(logits_p) || softmax(logits_q)), in float32 (TRADES' robust term).
+
+    Example:
+      >>> kl_divergence(clean_logits, adversarial_logits)  # [batch]
+    """
+    log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32))
+    log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32))
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
