@@ -5,8 +5,8 @@ For each (d_clean, d_adv) point this trains, on `keras_smart.backbones.digits_cn
 batch 64, 10 epochs, PGD-7 at L-inf eps 0.3 (eps warmed up over 3 epochs):
 
 - SMART: switch mode, the two-path recipe (lambdas (0, 1), --clean_share of
-  each batch clean, half by default), snip masks designed with global
-  allocation (and --min_density) after one dense epoch, batch-norm
+  each batch clean, half by default), snip masks designed with --allocation
+  (global by default; and --min_density) after one dense epoch, batch-norm
   recalibrated at the end of fit (the default);
 - "pgd_at_mask": PGD-AT through SMART's own adversarial mask, fixed from the
   start (every example at lam = 1: the loss is CE(x_adv) alone);
@@ -83,9 +83,12 @@ def _fit(model, x, y, args, cbs):
 
 
 def _smart(args, density, x, y, *, schedule="fixed", loss="oat", recipe=None, warmup_epochs=1,
-           recalibrate=True, allocation="global", score="snip", mode="switch", shared_weights="both",
+           recalibrate=True, allocation=None, score="snip", mode=None, shared_weights="both",
            bn_mode="inference", **mask_options):
-    recipe = recipe or {"lambdas": (0.0, 1.0), "clean_share": args.clean_share}
+    mode = mode or args.mode
+    if recipe is None:  # switch mode trains its two paths; blend and noise need OAT's lambdas in between
+        recipe = {"lambdas": (0.0, 1.0), "clean_share": args.clean_share} if mode == "switch" else OAT_RECIPE
+    allocation = allocation or args.allocation
     if args.min_density and score != "learned":
         mask_options = {"min_density": args.min_density, **mask_options}
     keras.utils.set_random_seed(args.seed)
@@ -274,7 +277,10 @@ def main(args):
             "backbone": "keras_smart.backbones.digits_cnn() (batch-norm momentum 0.99, Keras's default)",
             "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": f"Adam({args.learning_rate})",
             "train_attack": f"PGD-7 L-inf eps {EPS} random start, eps warm-up {args.warmup} epochs",
-            "smart_recipe": f"lambdas (0, 1), clean share {args.clean_share}, snip global masks after 1 dense epoch"
+            "smart_recipe": f"{args.mode} mode, "
+                            + ("lambdas (0, 1), clean share " + str(args.clean_share) if args.mode == "switch"
+                               else "OAT's lambdas and 1/6 clean share")
+                            + f", snip {args.allocation} masks after 1 dense epoch"
                             + (f", min_density {args.min_density}" if args.min_density else ""),
             "judge": f"full AutoAttack (APGD-CE, APGD-T, Square) and PGD-20 on the first {EVAL_EXAMPLES} test "
                      "digits; clean accuracy on all 1,000",
@@ -299,6 +305,9 @@ if __name__ == "__main__":
     parser.add_argument("--extras_only", action="store_true", help="train only the --extras (at the first point)")
     parser.add_argument("--clean_share", type=float, default=0.5, help="lam = 0 share of each batch (lambdas 0, 1)")
     parser.add_argument("--min_density", type=float, default=0.0, help="design_masks' per-kernel floor (0: none)")
+    parser.add_argument("--allocation", default="global", choices=["global", "layer"], help="design_masks' allocation")
+    parser.add_argument("--mode", default="switch", choices=["switch", "blend", "noise"],
+                        help="SMART's trade-off mode (blend and noise train with OAT's lambdas)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3, help="eps warm-up epochs")
     parser.add_argument("--batch_size", type=int, default=64)
