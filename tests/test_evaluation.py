@@ -328,7 +328,7 @@ def test_missing_art_says_how_to_install_it(plain_robust, monkeypatch):
         ({"data": "empty"}, ValueError, "empty"),
         ({"data": "empty_dataset"}, ValueError, "empty"),
         ({"data": "pixels"}, ValueError, "input_range"),
-        ({"data": "labels"}, ValueError, r"class ids in \[0, 10\)"),
+        ({"data": "labels"}, ValueError, r"Class ids must be \[0, 10\)"),
     ],
 )
 def test_bad_input_fails_clearly_before_any_work(smart, test_digits, kwargs, error, fragment):
