@@ -12,7 +12,10 @@ import keras_smart
 from keras_smart import cli
 from tests.models import keras
 
-TINY = cli.TrainSettings(epochs=2, max_examples=128, batch_size=64, attack_steps=1, eps_warmup=1, mask_warmup=1)
+# Switch mode trains two trade-off groups per batch instead of blend's six: these tests check the CLI, not the mode.
+TINY = cli.TrainSettings(
+    epochs=2, max_examples=128, batch_size=64, attack_steps=1, eps_warmup=1, mask_warmup=1, tradeoff_mode="switch"
+)
 
 
 class _Interrupt(keras.callbacks.Callback):
