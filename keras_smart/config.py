@@ -139,13 +139,62 @@ def _check_positive_real(value, name):
     return float(value)
 
 
+def check_eps(eps, norm, clip_min, clip_max, input_size=None, *, range_fix="set clip_max=255"):
+    """Checks that the budget `eps` is below what reaches every input of [clip_min, clip_max].
+
+    The one rule for training (`AttackConfig`), evaluation (`evaluate_tradeoff`)
+    and the CLI. L-inf: eps must be < clip_max - clip_min (at or beyond it the
+    eps-ball around any input holds the whole input box: no model can be
+    robust, and the number says nothing). L2: eps must be < sqrt(d) *
+    (clip_max - clip_min), d = `input_size` (values per example: the box's
+    diagonal); without `input_size` the L2 bound is not checked.
+
+    Args:
+      eps: the budget (a positive real; checked for its range only).
+      norm: a `Norm` or its string value.
+      clip_min, clip_max: the valid input range.
+      input_size: the number of values of one example (e.g. 28 * 28 * 1), or None.
+      range_fix: how the caller widens the range, for the hint (default "set clip_max=255").
+
+    Returns:
+      `eps` as a float.
+
+    Raises:
+      ValueError: eps at or beyond the bound; the message gives both and the likely fix.
+    """
+    norm = coerce_enum(Norm, norm, "norm")
+    eps, low, high = float(eps), float(clip_min), float(clip_max)
+    width = high - low
+    scaled = "use eps=8/255" if norm == Norm.LINF else "divide eps by 255 too"
+    hint = f"If your images are in [0, 255], scale them to [0, 1] and {scaled}, or {range_fix}."
+    if norm == Norm.LINF:
+        if not eps < width:
+            raise ValueError(
+                f"`eps` must be below the input range clip_max - clip_min = {width:g} for norm='linf' (inputs in "
+                f"[{low:g}, {high:g}]): at eps >= {width:g} the eps-ball around any input holds every input, so "
+                f"no model can be robust. Received: eps={eps:g}. {hint}"
+            )
+        return eps
+    if input_size is not None:
+        size = int(input_size)
+        bound = math.sqrt(size) * width
+        if not eps < bound:
+            raise ValueError(
+                f"`eps` must be below sqrt(d) * (clip_max - clip_min) = {bound:g} for norm='l2' (d = {size} values "
+                f"per example, inputs in [{low:g}, {high:g}]): at eps >= {bound:g} the eps-ball around any input "
+                f"holds every input, so no model can be robust. Received: eps={eps:g}. {hint}"
+            )
+    return eps
+
+
 @dataclasses.dataclass(frozen=True)
 class AttackConfig:
     """An attack's settings, shared by training, evaluation, the CLI and benchmarks.
 
     Attributes:
       kind: "pgd" or "fgsm".
-      eps: the perturbation budget (> 0), in input units (inputs in [0, 1]).
+      eps: the perturbation budget (> 0), in input units (inputs in [0, 1]);
+        for L-inf below clip_max - clip_min (`check_eps`: a larger ball holds every input).
       steps: PGD steps (>= 1); None means 7 for PGD (OAT's training attack), 1 for FGSM.
       step_size: PGD step length (with "cosine": the first, largest step); None
         means 2.5 * eps / steps (Madry et al.) for "fixed" and 2 * eps for
@@ -210,6 +259,8 @@ class AttackConfig:
                 "`clip_min` must be below `clip_max`. "
                 f"Received: clip_min={self.clip_min}, clip_max={self.clip_max}"
             )
+        # L-inf here; L2's bound needs the input size (checked where it is known: training, evaluation).
+        check_eps(self.eps, self.norm, self.clip_min, self.clip_max)
 
     @property
     def name(self):

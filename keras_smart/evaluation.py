@@ -9,6 +9,7 @@ report, and checks that warn when the numbers look like gradient masking.
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import numbers
@@ -78,6 +79,11 @@ class TradeoffReport:
         fractions in [0, 1].
       warnings: gradient-masking (and other) warnings, as sentences.
 
+    `settings["model_fingerprint"]` (also `report.fingerprint`) is
+    `model_fingerprint(model)` of the weights the report measured:
+    `keras_smart.export.bundle` refuses a report whose fingerprint is not the
+    exported model's (e.g. one measured before `keras_smart.pruning.prune`).
+
     Example:
       >>> report = keras_smart.evaluate_tradeoff(smart, (x_test, y_test), eps=0.3)
       >>> print(report.to_markdown())
@@ -87,6 +93,11 @@ class TradeoffReport:
     settings: dict
     rows: tuple
     warnings: tuple = ()
+
+    @property
+    def fingerprint(self):
+        """`model_fingerprint` of the model state measured (None for a report without one)."""
+        return self.settings.get("model_fingerprint") if isinstance(self.settings, dict) else None
 
     @property
     def attacks(self):
@@ -417,6 +428,56 @@ def _materialise(data, max_examples, input_shape):
 
 
 # --- the model under evaluation ------------------------------------------------------------------
+
+# Counters that TF-MOT's wrappers keep among the weights: training state, not part of the function.
+_FINGERPRINT_SKIPS = ("pruning_step", "optimizer_step")
+
+
+def model_fingerprint(model):
+    """A short hash (16 hex digits of a SHA-256) of the weights that make `model`'s function.
+
+    Every weight in `model.weights` counts, in order, with its layer's name, its
+    own name, shape and dtype: kernels, biases, masks, batch-norm statistics
+    (both paths), noise scales, FiLM weights. Left out: the trade-off variable
+    of any SmartModel in it (`evaluate_tradeoff` and `set_tradeoff` move it;
+    the fingerprint does not depend on lam) and TF-MOT's step counters
+    ("pruning_step", "optimizer_step"). Optimizer and metric state are not in
+    `model.weights` in either Keras flavour. The same weights give the same
+    fingerprint after a `.keras` save and load; pruning, fine-tuning, new masks
+    or recalibrated batch-norm give another. Fingerprints are not comparable
+    across Keras flavours (their weight orders differ).
+
+    `evaluate_tradeoff` stores it in `report.settings["model_fingerprint"]`;
+    `keras_smart.export.bundle` compares it with the model it exports.
+
+    Args:
+      model: a Keras model (SmartModel or plain).
+
+    Returns:
+      A string of 16 lowercase hex digits.
+
+    Example:
+      >>> keras_smart.evaluation.model_fingerprint(smart)
+      '3f9c2a1b0d4e5f60'
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model_fingerprint` expects a keras.Model. Received: {type(model).__name__}")
+    layers = _compat.flatten_layers(model)
+    skipped = {id(m.tradeoff_variable) for m in (model, *layers) if isinstance(m, training.SmartModel)}
+    owners = {}
+    for layer in layers:  # outer before inner: the innermost layer names a weight
+        for weight in layer.weights:
+            owners[id(weight)] = layer.name
+    digest = hashlib.sha256(b"keras_smart.model_fingerprint v1\n")
+    for weight in model.weights:
+        name = _compat.weight_name(weight)
+        if id(weight) in skipped or name in _FINGERPRINT_SKIPS:
+            continue
+        value = np.ascontiguousarray(np.asarray(weight.numpy()))
+        header = f"{owners.get(id(weight), '')}/{name}|{list(value.shape)}|{value.dtype.str}\n"
+        digest.update(header.encode("utf-8"))
+        digest.update(value.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _noisy(model):
@@ -1066,7 +1127,8 @@ def evaluate_tradeoff(
         value is an error).
       attacks: names from "fgsm", "pgd<K>" (K steps, step 2.5*eps/K, random
         start), "apgd-ce", "apgd-dlr" (targeted APGD-DLR), "square", "autoattack".
-      eps: the perturbation budget (> 0), in input units.
+      eps: the perturbation budget (> 0), in input units; below the width of
+        `input_range` (L-inf) or sqrt(d) times it (L2).
       norm: "linf" or "l2".
       max_examples: evaluate only the first this many examples (None: all).
       batch_size: examples per attack batch.
@@ -1082,15 +1144,20 @@ def evaluate_tradeoff(
       progress: show a progress bar (tqdm; a log line per step without it).
 
     Returns:
-      A `TradeoffReport`. The model's trade-off is what it was before the call
-      (also when the evaluation fails).
+      A `TradeoffReport`, with `settings["model_fingerprint"]` =
+      `model_fingerprint(model)` (what `keras_smart.export.bundle` checks).
+      The model's trade-off is what it was before the call (also when the
+      evaluation fails).
 
     Raises:
       TypeError / ValueError: before any attack runs, for a model that is not a
         one-input, one-output Keras model; lambdas outside [0, 1] (or any for a
         plain model); an unknown attack name (the message lists the valid
-        ones); eps <= 0; empty data; inputs outside `input_range`; labels that
-        do not match the model's classes; bad options.
+        ones); eps <= 0, or eps that reaches every input (L-inf: eps >=
+        max - min of `input_range`; L2: eps >= sqrt(d) * (max - min), d the
+        values per example; see `keras_smart.config.check_eps`); empty data;
+        inputs outside `input_range`; labels that do not match the model's
+        classes; bad options.
       ImportError: "square" or "autoattack" with norm="l2" without IBM ART
         (`pip install keras_smart[eval]`).
 
@@ -1122,12 +1189,19 @@ def evaluate_tradeoff(
         raise TypeError(f"`input_range` must be (min, max). Received: {input_range!r}") from None
     if not lo < hi:
         raise ValueError(f"`input_range` must be (min, max) with min < max. Received: {input_range!r}")
+    input_shape = _input_shape(model)
+    known = input_shape is not None and all(d is not None for d in input_shape[1:])
+    # The rule AttackConfig applies (L2: sqrt(d) * range, once d is known), before any data is read.
+    config_lib.check_eps(
+        eps, norm, lo, hi, int(np.prod(input_shape[1:])) if known else None, range_fix="pass input_range=(0, 255)"
+    )
     components = _components(names)
     if "square" in components and norm == config_lib.Norm.L2:
         _import_art("art.attacks.evasion", "SquareAttack")  # fail now, not after the gradient attacks
 
-    input_shape = _input_shape(model)
     x, y = _materialise(data, max_examples, input_shape)
+    if not known:
+        config_lib.check_eps(eps, norm, lo, hi, int(np.prod(x.shape[1:])), range_fix="pass input_range=(0, 255)")
     labels_lib.class_ids(y)  # malformed labels fail before any forward pass
     if x.min() < lo - 1e-6 or x.max() > hi + 1e-6:
         raise ValueError(
@@ -1157,6 +1231,7 @@ def evaluate_tradeoff(
             "logits, and a softmax output saturates their gradients. Evaluate the model without its softmax."
         )
 
+    fingerprint = model_fingerprint(model)  # the state measured (the trade-off excluded: the sweep moves it)
     noisy = _noisy(model) and noise == "sample"
     blend = _blends(model)
     counts = masks.count_nonzero(model)
@@ -1247,6 +1322,7 @@ def evaluate_tradeoff(
         }
     settings = {
         "model": model.name,
+        "model_fingerprint": fingerprint,
         "method": _method(model) if smart else "plain",
         "keras": _compat.FLAVOUR,
         "examples": int(len(x)),

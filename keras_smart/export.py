@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from keras_smart import _compat
 from keras_smart import config as config_lib
+from keras_smart import evaluation
 from keras_smart import training
 from keras_smart import version
 from keras_smart.convert import get_tradeoff  # the package's `convert` attribute is the function
@@ -586,7 +587,14 @@ def bundle(
       report: a `keras_smart.evaluation.TradeoffReport` (anything with
         `to_json()`) or a dict shaped like its JSON: {"settings": ..., "rows":
         [{"tradeoff": lam, "clean": acc, "<attack>": acc, "worst_case": acc, ...}],
-        "warnings": [...]}.
+        "warnings": [...]}. Its `settings["model_fingerprint"]` (what
+        `evaluate_tradeoff` records: `keras_smart.evaluation.model_fingerprint`
+        of the weights, masks and batch-norm statistics it measured, not the
+        trade-off) must equal the fingerprint of `model`: a report measured
+        before pruning, fine-tuning or new masks is refused (ValueError), so
+        smart.json never carries stale accuracies or non-zero counts. A report
+        without a fingerprint (made by other code, or an older keras_smart)
+        cannot be checked: `bundle` warns (UserWarning) and uses it as given.
       quantize, representative_data: as in `to_tflite` (every file).
       runtime_tradeoff: one file with lam as an input instead of one per trade-off.
       input_range: the (min, max) of the model's input values, recorded for the app.
@@ -598,7 +606,8 @@ def bundle(
 
     Raises:
       FileExistsError: `out_dir` is not empty and `overwrite` is False.
-      ValueError / TypeError: bad arguments (checked before anything is written).
+      ValueError / TypeError: bad arguments, or a `report` measured on other
+        weights than `model`'s (checked before anything is written).
       ExportError: a file failed its check (nothing is written).
 
     Example:
@@ -639,6 +648,8 @@ def bundle(
     classes = int(model.outputs[0].shape[-1]) if len(model.outputs) == 1 else None
     labels = _check_labels(labels, classes)
     rows = _report_rows(report)
+    if rows is not None:
+        _check_report_measured(model, rows)
     low, high = _check_range(input_range)
     if "tradeoff" in to_tflite_options or "path" in to_tflite_options:
         raise ValueError("`bundle` chooses each file's `tradeoff` and path itself; use `tradeoffs`.")
@@ -722,6 +733,31 @@ def _report_rows(report):
         if not isinstance(row, dict) or "tradeoff" not in row:
             raise ValueError(f"Every report row needs a 'tradeoff'. Received row: {row!r:.120}")
     return json.loads(json.dumps(report))  # a plain, JSON-safe copy
+
+
+def _check_report_measured(model, report):
+    """Refuses a report measured on other weights than `model`'s; warns when it cannot tell."""
+    settings = report.get("settings")
+    measured = settings.get("model_fingerprint") if isinstance(settings, dict) else None
+    if measured is None:
+        warnings.warn(
+            "`report` has no model fingerprint (settings['model_fingerprint']: it was not made by "
+            "keras_smart.evaluate_tradeoff, or by an older version), so bundle cannot check that it was measured "
+            "on this model's weights, masks and pruning state; its accuracies and non-zero counts go into "
+            f"{BUNDLE_METADATA} as given.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    current = evaluation.model_fingerprint(model)
+    if measured != current:
+        raise ValueError(
+            f"`report` was measured on different weights, masks or pruning state than the model being exported "
+            f"(model fingerprint {measured!s} in the report, {current} now): the model changed after "
+            "keras_smart.evaluate_tradeoff (pruned, fine-tuned, new masks or batch-norm statistics), so the "
+            f"report's accuracies and non-zero counts would be stale in {BUNDLE_METADATA}. Re-run "
+            "keras_smart.evaluate_tradeoff(model, ...) after pruning, or pass report=None."
+        )
 
 
 def _accuracy_for(rows, lam):

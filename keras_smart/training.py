@@ -131,6 +131,9 @@ class SmartModel(keras.Model):
                 f"{len(self.inputs)} and {len(self.outputs)}. Wrap the classifier you want robust in a "
                 "single-input, single-output model."
             )
+        attack, size = adversarial_config.attack, tf.TensorShape(self.inputs[0].shape[1:]).num_elements()
+        if attack.norm == config_lib.Norm.L2 and size is not None:  # AttackConfig checked L-inf; L2 needs d
+            config_lib.check_eps(attack.eps, attack.norm, attack.clip_min, attack.clip_max, size)
         self._adversarial.config = adversarial_config
         self._adversarial.eps.assign(adversarial_config.attack.eps)
         self.train_function = None

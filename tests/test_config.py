@@ -60,3 +60,46 @@ def test_attack_config_defaults_and_derived_step_size():
 def test_attack_config_rejects_bad_settings(kwargs, error, fragment):
     with pytest.raises(error, match=fragment):
         config.AttackConfig(**kwargs)
+
+
+# --- eps against the input range (one rule: config.check_eps) -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"eps": 1.0}, {"eps": 1.5}, {"eps": 8.0, "clip_max": 1.0}, {"eps": 2.0, "clip_min": -1.0, "clip_max": 1.0},
+     {"eps": float("inf")}, {"kind": "fgsm", "eps": 1.5}],
+)
+def test_attack_config_rejects_an_linf_eps_that_reaches_every_input(kwargs):
+    with pytest.raises(ValueError, match="`eps` must be below the input range clip_max - clip_min"):
+        config.AttackConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"eps": 0.999}, {"eps": 0.5}, {"eps": 8.0, "clip_max": 255.0}, {"eps": 1.9, "clip_min": -1.0}]
+)
+def test_attack_config_accepts_an_linf_eps_below_the_range(kwargs):
+    assert config.AttackConfig(**kwargs).eps == kwargs["eps"]
+
+
+def test_eps_message_says_what_was_expected_received_and_how_to_fix_it():
+    with pytest.raises(ValueError) as caught:
+        config.AttackConfig(eps=1.5)
+    message = str(caught.value)
+    assert "clip_max - clip_min = 1 for norm='linf'" in message
+    assert "Received: eps=1.5" in message
+    assert "If your images are in [0, 255], scale them to [0, 1] and use eps=8/255, or set clip_max=255." in message
+    cfg = config.AttackConfig(eps=0.3)
+    with pytest.raises(ValueError, match="Received: eps=2"):
+        dataclasses.replace(cfg, eps=2.0)  # a replaced config is checked again
+
+
+def test_l2_eps_bound_is_sqrt_d_times_the_range_when_d_is_known():
+    # Without the input size AttackConfig cannot bound an L2 eps: 1.5 is a fine budget for 784 pixels.
+    assert config.AttackConfig(eps=1.5, norm="l2").eps == 1.5
+    assert config.check_eps(27.9, "l2", 0.0, 1.0, input_size=28 * 28) == pytest.approx(27.9)
+    with pytest.raises(ValueError, match=r"sqrt\(d\) \* \(clip_max - clip_min\) = 28 for norm='l2' \(d = 784"):
+        config.check_eps(28.0, "l2", 0.0, 1.0, input_size=28 * 28)
+    assert config.check_eps(2.0 * 27.9, config.Norm.L2, -1.0, 1.0, input_size=784) == pytest.approx(55.8)
+    with pytest.raises(ValueError, match="pass input_range=\\(0, 255\\)"):
+        config.check_eps(1.0, "linf", 0.0, 1.0, range_fix="pass input_range=(0, 255)")

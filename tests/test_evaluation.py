@@ -81,6 +81,16 @@ def test_report_json_has_the_documented_shape(report, smart):
     assert settings["masking_checks"]["large_eps"]["eps"] == 0.5
 
 
+def test_report_records_the_fingerprint_of_the_state_it_measured(report, smart):
+    result, _, _ = report
+    fingerprint = evaluation.model_fingerprint(smart)
+    assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
+    assert result.settings["model_fingerprint"] == fingerprint == result.fingerprint
+    assert json.loads(result.to_json())["settings"]["model_fingerprint"] == fingerprint
+    assert evaluation.TradeoffReport.from_json(result.to_json()).fingerprint == fingerprint
+    assert evaluation.TradeoffReport(settings={}, rows=()).fingerprint is None
+
+
 def test_worst_case_is_never_above_clean_or_any_attack(report):
     result, _, _ = report
     for row in result.rows:
@@ -323,6 +333,9 @@ def test_missing_art_says_how_to_install_it(plain_robust, monkeypatch):
         ({"eps": 0.0}, ValueError, "eps"),
         ({"eps": -0.1}, ValueError, "eps"),
         ({"eps": float("nan")}, ValueError, "eps"),
+        ({"eps": 2.0}, ValueError, r"`eps` must be below the input range .* = 1 for norm='linf'.*Received: eps=2"),
+        ({"eps": 1.0}, ValueError, r"or pass input_range=\(0, 255\)"),
+        ({"eps": 28.0, "norm": "l2"}, ValueError, r"sqrt\(d\) \* \(clip_max - clip_min\) = 28 .*d = 784"),
         ({"attack_options": {"apgd-ce": {"stpes": 10}}}, ValueError, "Unknown option"),
         ({"noise": "fresh"}, ValueError, "noise"),
         ({"data": "empty"}, ValueError, "empty"),
@@ -360,3 +373,43 @@ def test_a_failure_mid_sweep_restores_the_tradeoff(smart, test_digits, monkeypat
     with pytest.raises(RuntimeError, match="attack failed"):
         evaluation.evaluate_tradeoff(smart, test_digits, lambdas=(1.0,), attacks=("fgsm",), eps=EPS, progress=False)
     assert keras_smart.get_tradeoff(smart) == pytest.approx(0.25)
+
+
+def test_l2_eps_is_bounded_by_sqrt_d_times_the_input_range():
+    """d = 6 inputs in [0, 1]: an L2 ball of radius sqrt(6) reaches every input; just below is evaluated."""
+    plain = models.nested_model()
+    x = np.random.default_rng(0).random((8, 6)).astype("float32")
+    y = np.arange(8) % 2
+    with pytest.raises(ValueError, match=r"sqrt\(d\) \* \(clip_max - clip_min\) = 2.44949 for norm='l2'"):
+        evaluation.evaluate_tradeoff(plain, (x, y), attacks=("fgsm",), eps=np.sqrt(6.0), norm="l2", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", evaluation.GradientMaskingWarning)  # an untrained model
+        result = evaluation.evaluate_tradeoff(plain, (x, y), attacks=("fgsm",), eps=2.4, norm="l2", progress=False)
+    assert result.settings["eps"] == 2.4 and result.settings["masking_checks"]["large_eps"]["eps"] == 2.4
+
+
+def test_fingerprint_is_stable_across_save_load_and_tradeoff_and_changes_with_the_weights(tmp_path):
+    smart = keras_smart.convert(models.conv_block_model(), "smart", tradeoff_mode="blend")
+    models.randomize_conditional_state(smart)
+    fingerprint = evaluation.model_fingerprint(smart)
+    keras_smart.set_tradeoff(smart, 0.6)
+    assert evaluation.model_fingerprint(smart) == fingerprint, "the trade-off is not part of the fingerprint"
+    smart.save(str(tmp_path / "model.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "model.keras"))
+    assert evaluation.model_fingerprint(loaded) == fingerprint
+    x = models.inputs_for(smart, batch=6, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", evaluation.GradientMaskingWarning)
+        result = evaluation.evaluate_tradeoff(
+            loaded, (x, np.arange(6) % 4), lambdas=(0.0, 1.0), attacks=("fgsm",), eps=0.1, progress=False
+        )
+    assert result.fingerprint == fingerprint == evaluation.model_fingerprint(loaded)  # evaluation moves nothing
+    batch_norm = next(w for w in smart.weights if w.name.split(":")[0].endswith("adv_moving_mean"))
+    batch_norm.assign(batch_norm.numpy() + 1.0)
+    assert evaluation.model_fingerprint(smart) != fingerprint, "batch-norm statistics count"
+    keras_smart.pruning.prune(loaded, 0.5)
+    assert evaluation.model_fingerprint(loaded) != fingerprint, "pruning changes the kernels and masks"
+    other = keras_smart.convert(models.sequential_model(), "smart")
+    assert evaluation.model_fingerprint(other) != fingerprint
+    with pytest.raises(TypeError, match="keras.Model"):
+        evaluation.model_fingerprint("model.keras")

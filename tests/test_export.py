@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import stat
+import warnings
 
 import numpy as np
 import pytest
@@ -314,7 +315,8 @@ def test_bundle_writes_files_labels_and_metadata(tmp_path):
     smart = _converted("smart")
     out = tmp_path / "bundle"
     labels = ["zero", "one", "two", "three"]
-    metadata = export.bundle(smart, out, tradeoffs=(0.0, 1.0), labels=labels, report=_Report())
+    with pytest.warns(UserWarning, match="no model fingerprint.*cannot check"):
+        metadata = export.bundle(smart, out, tradeoffs=(0.0, 1.0), labels=labels, report=_Report())
     assert _files(out) == ["labels.txt", "smart.json", "tradeoff_000.tflite", "tradeoff_100.tflite"]
     assert (out / "labels.txt").read_text().splitlines() == labels
     on_disk = json.loads((out / "smart.json").read_text())
@@ -341,7 +343,10 @@ def test_bundle_writes_files_labels_and_metadata(tmp_path):
 def test_runtime_bundle_has_one_file_with_a_tradeoff_input(tmp_path):
     smart = _converted("oat")
     report = json.loads(_Report().to_json())  # a dict works as well as an object
-    metadata = export.bundle(smart, tmp_path / "b", tradeoffs=(0.0, 0.4, 1.0), runtime_tradeoff=True, report=report)
+    with pytest.warns(UserWarning, match="no model fingerprint"):
+        metadata = export.bundle(
+            smart, tmp_path / "b", tradeoffs=(0.0, 0.4, 1.0), runtime_tradeoff=True, report=report
+        )
     assert _files(tmp_path / "b") == ["labels.txt", "model.tflite", "smart.json"]
     assert metadata["tradeoff_input"] == {"name": "tradeoff", "shape": [1], "dtype": "float32", "range": [0.0, 1.0]}
     assert [t["file"] for t in metadata["tradeoffs"]] == ["model.tflite"] * 3
@@ -352,7 +357,8 @@ def test_runtime_bundle_has_one_file_with_a_tradeoff_input(tmp_path):
 def test_plain_model_bundle_takes_the_report_row_without_a_tradeoff(tmp_path):
     plain = models.conv_block_model()
     report = {"settings": {}, "rows": [{"tradeoff": None, "clean": 0.8, "worst_case": 0.2}], "warnings": []}
-    metadata = export.bundle(plain, tmp_path / "b", report=report)
+    with pytest.warns(UserWarning, match="no model fingerprint"):
+        metadata = export.bundle(plain, tmp_path / "b", report=report)
     assert _files(tmp_path / "b") == ["labels.txt", "model.tflite", "smart.json"]
     assert metadata["files"][0]["accuracy"] == {"clean": 0.8, "worst_case": 0.2}
     assert metadata["method"] is None and metadata["tradeoffs"] == []
@@ -380,3 +386,56 @@ def test_bundle_refuses_a_non_empty_directory_and_leaves_nothing_on_failure(tmp_
         export.bundle(smart, tmp_path / "fresh", tradeoffs=(0.0, 2.0))
     export.bundle(smart, out, tradeoffs=(1.0,), overwrite=True)
     assert _files(out) == ["labels.txt", "smart.json", "tradeoff_100.tflite"]
+
+
+def _evaluated(model, lambdas=(0.0, 1.0)):
+    """A real (tiny) trade-off report: FGSM on 8 examples."""
+    x = models.inputs_for(model, batch=8, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", keras_smart.evaluation.GradientMaskingWarning)  # an untrained model
+        return keras_smart.evaluate_tradeoff(
+            model, (x, np.arange(8) % 4), lambdas=lambdas, attacks=("fgsm",), eps=0.1, progress=False
+        )
+
+
+def test_bundle_refuses_a_report_measured_before_pruning_and_writes_nothing(tmp_path):
+    smart = _converted("smart")
+    report = _evaluated(smart)
+    pruning.prune(smart, 0.5)
+    stale = "measured on different weights, masks or pruning state than the model being exported"
+    fix = r"Re-run keras_smart.evaluate_tradeoff\(model, \.\.\.\) after pruning, or pass report=None\."
+    for given in (report, json.loads(report.to_json()), report.to_json()):
+        with pytest.raises(ValueError, match=f"{stale}.*{fix}"):
+            export.bundle(smart, tmp_path / "bundle", report=given)
+    assert _files(tmp_path) == [], "nothing is written, no staging directory is left"
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match=report.fingerprint):
+        export.bundle(smart, out, report=report, overwrite=True)
+    assert _files(out) == ["keep.txt"]
+    fresh = _evaluated(smart)  # the fix the message names
+    assert fresh.fingerprint != report.fingerprint
+    assert fresh.rows[1]["nonzero"] < report.rows[1]["nonzero"]  # the stale counts were the unpruned ones
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a checked report raises no warning
+        metadata = export.bundle(smart, tmp_path / "bundle", report=fresh)
+    assert metadata["report"]["settings"]["model_fingerprint"] == fresh.fingerprint
+    assert metadata["tradeoffs"][1]["accuracy"]["nonzero"] == fresh.rows[1]["nonzero"]
+    assert export.bundle(smart, tmp_path / "plain", report=None)["tradeoffs"][0]["accuracy"] is None
+
+
+def test_report_json_of_a_saved_model_bundles_its_reloaded_copy_at_any_tradeoff(tmp_path):
+    """The CLI's path: evaluate model.keras, write report.json; export loads model.keras again."""
+    smart = _converted("smart-blend")
+    smart.save(str(tmp_path / "model.keras"))
+    evaluated = keras.models.load_model(str(tmp_path / "model.keras"))
+    keras_smart.set_tradeoff(evaluated, 0.3)
+    (tmp_path / "report.json").write_text(_evaluated(evaluated, lambdas=(0.0, 0.5, 1.0)).to_json())
+    exported = keras.models.load_model(str(tmp_path / "model.keras"))
+    keras_smart.set_tradeoff(exported, 0.9)
+    report = json.loads((tmp_path / "report.json").read_text())
+    metadata = export.bundle(exported, tmp_path / "bundle", tradeoffs=(0.0, 1.0), report=report)
+    assert metadata["report"]["settings"]["model_fingerprint"] == keras_smart.evaluation.model_fingerprint(smart)
+    clean = [t["accuracy"]["clean"] for t in metadata["tradeoffs"]]
+    assert clean == [report["rows"][0]["clean"], report["rows"][2]["clean"]]

@@ -117,7 +117,7 @@ def test_attack_config_rejects_bad_schedules(kwargs, error, fragment):
 
 def test_run_passes_the_cosine_schedule_and_scales_its_steps_with_an_eps_override():
     # Steps far inside the ball and the range (at most 5 * 0.02 from X), so the schedule shows in the result.
-    cfg = AttackConfig(eps=1.0, steps=5, step_size=0.02, step_schedule="cosine", random_start=False)
+    cfg = AttackConfig(eps=1.0, steps=5, step_size=0.02, step_schedule="cosine", random_start=False, clip_max=2.0)
     ours = attacks.run(cfg, linear, X, Y).numpy()
     common = {"steps": 5, "random_start": False}
     np.testing.assert_allclose(
