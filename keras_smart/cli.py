@@ -12,9 +12,27 @@ settings), `logs/` (TensorBoard) and `history.csv`; `evaluate` adds
 `report/` (report.json, report.md, frontier.png) and `export` adds `bundle/`.
 Each subcommand is also a Python function here (`train`, `evaluate`,
 `export`, `demo`) taking the same settings.
+
+Exit status (`keras-smart --help` shows this list):
+  0    done; also --help, --helpfull and `keras-smart help`.
+  2    a user error, in one line `keras-smart: error: ...` on stderr: a bad
+       flag or setting, an unknown or missing subcommand, an unusable
+       --output_dir, a missing run or data set, a run already there.
+  1    an unexpected failure: a file-system error during the work (one
+       line), or a bug (its traceback).
+  130  interrupted (Ctrl-C), in one line; `train` resumes from its last
+       finished epoch when the same command is run again.
+  Set KERAS_SMART_DEBUG=1 to see the traceback of every error instead.
+
+A failed start leaves nothing behind: `train` checks the settings and the
+directory, loads the data and builds the model before it writes into the run
+directory, and removes what it wrote if training fails (or is interrupted)
+before its first epoch has ended; it never removes a directory or run it did
+not create. The corrected command is then accepted.
 """
 
 import dataclasses
+import errno
 import json
 import logging as std_logging
 import os
@@ -37,7 +55,14 @@ from keras_smart import export as export_lib
 
 keras = _compat.keras
 
-COMMANDS = ("train", "evaluate", "export", "demo")
+# What `keras-smart --help` says of each subcommand.
+COMMAND_HELP = {
+    "train": "convert a backbone and train it once-for-all into --output_dir (run again to resume)",
+    "evaluate": "write the trade-off report of a trained --run_dir (clean and attacked accuracy per λ)",
+    "export": "write the Android bundle of a trained --run_dir (a LiteRT file per trade-off)",
+    "demo": "convert, train, evaluate and export SMART on the embedded digits, in minutes",
+}
+COMMANDS = tuple(COMMAND_HELP)
 MASKED_METHODS = ("smart", "floats")
 
 
@@ -87,7 +112,9 @@ class TrainSettings:
             object.__setattr__(self, "clean_share", 0.5 if tuple(self.lambdas) == (0.0, 1.0) else 1 / 6)
         object.__setattr__(self, "lambdas", tuple(float(l) for l in self.lambdas))
         object.__setattr__(self, "density", tuple(float(d) for d in self.density))
-        self.adversarial_config()  # validates eps, steps, lambdas, ...
+        # Validates eps (> 0, and below the [0, 1] input range for L-inf: AttackConfig's rule), steps, lambdas, ...
+        # before `train` writes anything.
+        self.adversarial_config()
         config_lib.MaskConfig(score=self.mask_score, density=self.density)
         if self.min_density is not None:
             config_lib.check_density(self.min_density, "min_density")
@@ -127,37 +154,134 @@ class RunExistsError(FileExistsError):
     """The output directory holds a finished run, or an unfinished one with other settings."""
 
 
+class OutputDirError(OSError):
+    """A run (or report, bundle) directory cannot be used: it is a file, lies under one, or cannot be written."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
 # Errors a command reports in one line (exit status 2) rather than as a traceback.
-USER_ERRORS = (RunExistsError, FileNotFoundError, ValueError, data_lib.DataNotAvailableError, export_lib.ExportError)
+USER_ERRORS = (
+    RunExistsError, OutputDirError, FileNotFoundError, NotADirectoryError, ValueError,
+    data_lib.DataNotAvailableError, export_lib.ExportError,
+)
 
 
-def _prepare_run_dir(run_dir, settings, overwrite):
-    """Creates the run directory; returns True when it resumes an interrupted run there."""
+def _check_output_dir(path):
+    """Raises OutputDirError unless `path` is a directory this process may write in, or one it may create.
+
+    Writes nothing. (As root, permission bits do not stop writes, and os.access says so.)
+    """
+    path = pathlib.Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise OutputDirError(path, "is a file, not a directory")
+        if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise OutputDirError(path, f"cannot write in it: {os.strerror(errno.EACCES)}")
+        return
+    if path.is_symlink():
+        raise OutputDirError(path, "is a broken symbolic link")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputDirError(path, f"cannot create it: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputDirError(path, f"cannot create it in {parent}: {os.strerror(errno.EACCES)}")
+
+
+def _read_settings(config_path):
+    """The TrainSettings saved in a run's config.json; ValueError (naming the file) when it is not one."""
+    try:
+        return TrainSettings.from_json(pathlib.Path(config_path).read_text())
+    except (ValueError, TypeError, KeyError) as e:  # bad JSON, unknown or missing keys, invalid values
+        raise ValueError(f"{config_path} is not a valid keras-smart config: {e}") from None
+
+
+def _check_run_dir(run_dir, settings, overwrite):
+    """What `train` will do in `run_dir`: "new", "resume" or "overwrite"; raises RunExistsError. Writes nothing."""
     config_path = run_dir / "config.json"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif (run_dir / "model.keras").exists():
-            raise RunExistsError(
-                f"{run_dir} holds a finished run (model.keras). Choose another --output_dir, or pass "
-                "--overwrite to replace it."
-            )
-        elif config_path.exists():
-            previous = TrainSettings.from_json(config_path.read_text())
-            if previous != settings:
-                changed = sorted(
-                    k for k, v in dataclasses.asdict(settings).items() if dataclasses.asdict(previous)[k] != v
-                )
-                raise RunExistsError(
-                    f"{run_dir} holds an unfinished run with other settings ({', '.join(changed)}). Run the same "
-                    "command to resume it, choose another --output_dir, or pass --overwrite."
-                )
-            return True
-        else:
-            raise RunExistsError(f"{run_dir} is not empty and is not a keras-smart run. Choose another --output_dir.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(settings.to_json())
-    return False
+    if not (run_dir.is_dir() and any(run_dir.iterdir())):
+        return "new"
+    is_run = config_path.exists() or (run_dir / "model.keras").exists()
+    if not is_run:
+        raise RunExistsError(
+            f"{run_dir} is not empty and is not a keras-smart run (no config.json). Choose another --output_dir"
+            + (" (--overwrite replaces only keras-smart runs)." if overwrite else ".")
+        )
+    if overwrite:
+        return "overwrite"
+    if (run_dir / "model.keras").exists():
+        raise RunExistsError(
+            f"{run_dir} holds a finished run (model.keras). Choose another --output_dir, or pass "
+            "--overwrite to replace it."
+        )
+    try:
+        previous = _read_settings(config_path)
+    except ValueError as e:
+        raise RunExistsError(f"{e}. Choose another --output_dir, or pass --overwrite to replace that run.") from None
+    if previous != settings:
+        changed = sorted(k for k, v in dataclasses.asdict(settings).items() if dataclasses.asdict(previous)[k] != v)
+        raise RunExistsError(
+            f"{run_dir} holds an unfinished run with other settings ({', '.join(changed)}). Run the same "
+            "command to resume it, choose another --output_dir, or pass --overwrite."
+        )
+    return "resume"
+
+
+def _remove(path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _prepare_run_dir(run_dir, settings, plan):
+    """Makes `run_dir` ready for `plan` (from `_check_run_dir`) and writes config.json.
+
+    Returns a function that removes what this call created (the directories it
+    made, or else the entries it wrote into an empty or replaced directory), or
+    None when resuming (an interrupted run's files are never removed).
+    """
+    if plan == "resume":
+        return None
+    created = None  # the outermost directory this call creates
+    for path in (run_dir.absolute(), *run_dir.absolute().parents):
+        if path.exists():
+            break
+        created = path
+
+    def undo():
+        if created is not None:
+            _remove(created)
+        elif run_dir.is_dir():
+            for entry in run_dir.iterdir():  # the directory was empty or replaced: its entries are ours
+                _remove(entry)
+
+    try:
+        if plan == "overwrite":
+            for entry in run_dir.iterdir():  # the directory itself (its owner, permissions) stays
+                _remove(entry)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(settings.to_json())
+    except OSError as e:
+        undo()
+        raise OutputDirError(run_dir, f"cannot create or write it: {e.strerror or e}") from e
+    return undo
+
+
+class _EpochEnded(keras.callbacks.Callback):
+    """Records that an epoch ended (placed after BackupAndRestore: its checkpoint is written)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ended = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ended = True
 
 
 def _training_data(settings):
@@ -199,13 +323,22 @@ def train(settings, output_dir, *, overwrite=False, extra_callbacks=(), verbose=
     Returns:
       The trained SmartModel (also saved as `output_dir/model.keras`).
 
+    Nothing is written into `output_dir` before the settings, the directory,
+    the data and the model have all been checked or built; if training then
+    fails before its first epoch has ended, what this call wrote is removed
+    (so a corrected command is not refused as "another run"). An interrupted
+    run that had finished an epoch is kept, and resumes.
+
     Raises:
       RunExistsError: `output_dir` holds a finished run, or an unfinished
-        run with other settings, and overwrite is False.
+        run with other settings, and overwrite is False; or it is a non-empty
+        directory that is not a keras-smart run (also with overwrite).
+      OutputDirError: `output_dir` is a file, or cannot be created or written.
     """
     run_dir = pathlib.Path(output_dir)
-    resuming = _prepare_run_dir(run_dir, settings, overwrite)
-    if resuming:
+    _check_output_dir(run_dir)
+    plan = _check_run_dir(run_dir, settings, overwrite)
+    if plan == "resume":
         logging.info("Resuming the interrupted run in %s", run_dir)
     keras.utils.set_random_seed(settings.seed)
     dataset = _training_data(settings)
@@ -233,13 +366,21 @@ def train(settings, output_dir, *, overwrite=False, extra_callbacks=(), verbose=
                 seed=settings.seed,
             )
         )
+    epoch_ended = _EpochEnded()
     fit_callbacks += [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        epoch_ended,
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=plan == "resume"),
         *extra_callbacks,
     ]
-    model.fit(dataset, epochs=settings.epochs, callbacks=fit_callbacks, verbose=verbose, shuffle=False)
+    undo = _prepare_run_dir(run_dir, settings, plan)  # the first write into run_dir
+    try:
+        model.fit(dataset, epochs=settings.epochs, callbacks=fit_callbacks, verbose=verbose, shuffle=False)
+    except BaseException:  # also KeyboardInterrupt: a run with no finished epoch has nothing to resume
+        if undo is not None and not epoch_ended.ended:
+            undo()
+        raise
     _save_atomically(model, run_dir / "model.keras")
     return model
 
@@ -250,16 +391,23 @@ def _save_atomically(model, path):
     os.replace(partial, path)
 
 
-def _load_run(run_dir):
+def _run_settings(run_dir):
+    """A trained run's settings (read before its model is loaded, to check the request against them)."""
     run_dir = pathlib.Path(run_dir)
-    model_path = run_dir / "model.keras"
-    if not model_path.exists():
+    if not (run_dir / "model.keras").exists():
         raise FileNotFoundError(
             f"{run_dir} has no model.keras: train first (keras-smart train --output_dir={run_dir}), or let an "
             "interrupted run finish by running the same train command again."
         )
-    settings = TrainSettings.from_json((run_dir / "config.json").read_text())
-    return keras.models.load_model(str(model_path)), settings
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run_dir} has a model.keras but no config.json: it is not a keras-smart run.")
+    return _read_settings(config_path)
+
+
+def _load_run(run_dir):
+    settings = _run_settings(run_dir)
+    return keras.models.load_model(str(pathlib.Path(run_dir) / "model.keras")), settings
 
 
 def _test_arrays(settings, max_examples):
@@ -284,10 +432,14 @@ def evaluate(run_dir, *, tradeoffs=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), attacks=("fgs
     """
     from keras_smart import evaluation  # pylint: disable=g-import-not-at-top
 
+    settings = _run_settings(run_dir)
+    eps = settings.eps if eps is None else eps
+    config_lib.AttackConfig(eps=eps, norm=settings.norm)  # eps checked for the run's inputs before any work
+    _check_output_dir(pathlib.Path(run_dir) / "report")
     model, settings = _load_run(run_dir)
     x, y = _test_arrays(settings, max_examples)
     report = evaluation.evaluate_tradeoff(
-        model, (x, y), lambdas=tuple(tradeoffs), attacks=tuple(attacks), eps=eps or settings.eps,
+        model, (x, y), lambdas=tuple(tradeoffs), attacks=tuple(attacks), eps=eps,
         norm=settings.norm, batch_size=batch_size, seed=seed, attack_options=attack_options, progress=progress,
     )
     report_dir = pathlib.Path(run_dir) / "report"
@@ -304,6 +456,8 @@ def export(run_dir, *, tradeoffs=(0.0, 1.0), quantize=None, runtime_tradeoff=Fal
     Uses `run_dir/report/report.json` for the measured accuracies when
     `evaluate` has run. Returns what `keras_smart.export.bundle` returns.
     """
+    _run_settings(run_dir)
+    _check_output_dir(pathlib.Path(run_dir) / "bundle")
     model, settings = _load_run(run_dir)
     report_path = pathlib.Path(run_dir) / "report" / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else None
@@ -339,6 +493,7 @@ def demo(output_dir="keras_smart_demo", *, epochs=None, max_examples=0, eval_exa
     start = time.perf_counter()
     settings = dataclasses.replace(DEMO_SETTINGS, epochs=epochs or DEMO_SETTINGS.epochs, max_examples=max_examples)
     run_dir = pathlib.Path(output_dir)
+    _check_output_dir(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "config.json").exists():
         raise RunExistsError(
             f"{run_dir} is not empty and not a keras-smart run: the demo replaces its output directory. "
@@ -423,15 +578,27 @@ flags.DEFINE_bool("runtime_tradeoff", False, "Export one file with lam as a seco
 FLAGS = flags.FLAGS
 
 
+def _floats(name):
+    """A list flag's numbers (None when not given); ValueError naming the flag otherwise."""
+    values = getattr(FLAGS, name)
+    if values is None:
+        return None
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise ValueError(f"--{name} takes numbers separated by commas. Received: --{name}={','.join(values)}") from None
+
+
 def _settings_from_flags():
-    density = [float(d) for d in FLAGS.density]
+    density = list(_floats("density"))
+    lambdas = _floats("lambdas")
     return TrainSettings(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, backbone=FLAGS.backbone, method=FLAGS.method,
         tradeoff_mode=FLAGS.tradeoff_mode, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate, eps=FLAGS.eps, attack_steps=FLAGS.attack_steps,
         step_size=FLAGS.step_size, attack_schedule=FLAGS.attack_schedule, loss=FLAGS.loss,
         recalibrate=FLAGS.recalibrate, norm=FLAGS.norm, eps_warmup=FLAGS.eps_warmup,
-        lambdas=None if FLAGS.lambdas is None else tuple(float(l) for l in FLAGS.lambdas),
+        lambdas=lambdas,
         clean_share=FLAGS.clean_share, sampling=FLAGS.sampling, min_density=FLAGS.min_density or None,
         mask_score=FLAGS.mask_score, mask_allocation=FLAGS.mask_allocation,
         density=tuple(density * 2 if len(density) == 1 else density),
@@ -441,48 +608,164 @@ def _settings_from_flags():
 
 def _require(flag):
     if getattr(FLAGS, flag) is None:
-        raise app.UsageError(f"--{flag} is required.")
+        raise ValueError(f"--{flag} is required.")
     return getattr(FLAGS, flag)
 
 
+def _usage(full=False):
+    """The --help text: the subcommands, examples, exit status, then this module's flags (every flag if `full`)."""
+    doc = __doc__.splitlines()
+    examples = [line for line in doc if line.startswith("  keras-smart ")]
+    first = next(i for i, line in enumerate(doc) if line.startswith("Exit status")) + 1
+    errors = doc[first:doc.index("", first)]
+    lines = [
+        f"usage: keras-smart {{{','.join(COMMANDS)}}} [--flag=value ...]",
+        "",
+        "commands:",
+        *(f"  {name:<9} {text}" for name, text in COMMAND_HELP.items()),
+        f"  {'help':<9} show this help",
+        "",
+        "examples:",
+        *examples,
+        "",
+        "exit status:",
+        *errors,
+        "",
+    ]
+    if full:
+        lines += ["flags (all of them):", FLAGS.get_help()]
+    else:
+        module = FLAGS.find_module_defining_flag("output_dir")
+        lines += [
+            "flags (each says which commands use it; --helpfull lists every flag):",
+            FLAGS.module_help(module).strip("\n").split("\n", 1)[-1],  # without the module's name
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _debug():
+    """KERAS_SMART_DEBUG=1: every error shows its traceback."""
+    return os.environ.get("KERAS_SMART_DEBUG", "") not in ("", "0")
+
+
+def _say(message, prefix="keras-smart: error: "):
+    """`message` as one line on stderr."""
+    text = " ".join(line.strip() for line in str(message).strip().splitlines() if line.strip())
+    print(f"{prefix}{text}", file=sys.stderr, flush=True)
+
+
+def _interrupted(command):
+    if command != "train" or not FLAGS.output_dir:
+        return "interrupted"
+    run_dir = pathlib.Path(FLAGS.output_dir)
+    if (run_dir / "model.keras").exists():
+        return f"interrupted; the run in {run_dir} had finished (model.keras)"
+    if (run_dir / "config.json").exists():
+        return (f"interrupted; run the same command again to resume from the last finished epoch's checkpoint "
+                f"({run_dir / 'backup'})")
+    return "interrupted before the first epoch ended; nothing was kept (run the same command again to start over)"
+
+
+def _command(command):
+    if command == "train":
+        try:
+            settings = _settings_from_flags()
+        except TypeError as e:
+            raise ValueError(str(e)) from None
+        train(settings, _require("output_dir"), overwrite=FLAGS.overwrite)
+    elif command == "evaluate":
+        report = evaluate(
+            _require("run_dir"), tradeoffs=_floats("tradeoffs") or (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+            attacks=FLAGS.attacks, eps=FLAGS.eps if FLAGS["eps"].present else None, max_examples=FLAGS.eval_examples,
+            seed=FLAGS.seed,
+        )
+        print(report.to_markdown())
+    elif command == "export":
+        run_dir = _require("run_dir")
+        metadata = export(
+            run_dir, tradeoffs=_floats("tradeoffs") or (0.0, 1.0), quantize=FLAGS.quantize,
+            runtime_tradeoff=FLAGS.runtime_tradeoff,
+        )
+        print(_bundle_summary(metadata, pathlib.Path(run_dir) / "bundle"))
+    else:
+        demo(FLAGS.output_dir or "keras_smart_demo", epochs=FLAGS.epochs if FLAGS["epochs"].present else None,
+             max_examples=FLAGS.max_examples, eval_examples=FLAGS.eval_examples if FLAGS["eval_examples"].present
+             else 500, attacks=FLAGS.attacks)
+
+
 def main(argv):
-    if len(argv) != 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(f"Usage: keras-smart {{{'|'.join(COMMANDS)}}} [--flags]; got {argv[1:]}")
+    if len(argv) < 2:
+        sys.stderr.write(_usage())
+        return 2
     command = argv[1]
+    if command == "help":
+        sys.stdout.write(_usage())
+        return 0
+    if command not in COMMANDS:
+        _say(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)} (keras-smart --help)")
+        return 2
+    if len(argv) > 2:
+        _say(f"unexpected arguments after {command!r}: {' '.join(argv[2:])} (flags take the form --name=value)")
+        return 2
     # TensorFlow logs each SavedModel it writes on the way to a LiteRT file at INFO; keep the output readable.
     std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     try:
-        if command == "train":
-            train(_settings_from_flags(), _require("output_dir"), overwrite=FLAGS.overwrite)
-        elif command == "evaluate":
-            tradeoffs = FLAGS.tradeoffs or (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-            report = evaluate(
-                _require("run_dir"), tradeoffs=[float(t) for t in tradeoffs], attacks=FLAGS.attacks,
-                eps=FLAGS.eps if FLAGS["eps"].present else None, max_examples=FLAGS.eval_examples, seed=FLAGS.seed,
-            )
-            print(report.to_markdown())
-        elif command == "export":
-            run_dir = _require("run_dir")
-            metadata = export(
-                run_dir, tradeoffs=[float(t) for t in (FLAGS.tradeoffs or (0.0, 1.0))],
-                quantize=FLAGS.quantize, runtime_tradeoff=FLAGS.runtime_tradeoff,
-            )
-            print(_bundle_summary(metadata, pathlib.Path(run_dir) / "bundle"))
-        else:
-            demo(FLAGS.output_dir or "keras_smart_demo", epochs=FLAGS.epochs if FLAGS["epochs"].present else None,
-                 max_examples=FLAGS.max_examples, eval_examples=FLAGS.eval_examples if FLAGS["eval_examples"].present
-                 else 500, attacks=FLAGS.attacks)
-    except USER_ERRORS as e:
-        print(f"keras-smart {command}: {e}", file=sys.stderr)
+        _command(command)
+    except KeyboardInterrupt:
+        if _debug():
+            raise
+        _say(_interrupted(command), prefix="keras-smart: ")
+        return 130
+    except OutputDirError as e:
+        if _debug():
+            raise
+        output_dir = FLAGS.output_dir or ("keras_smart_demo" if command == "demo" else None)
+        named = command in ("train", "demo") and output_dir and pathlib.Path(output_dir) == pathlib.Path(e.path)
+        _say(f"--output_dir={e.path}: {e.reason}" if named else e)
         return 2
+    except USER_ERRORS as e:
+        if _debug():
+            raise
+        _say(e)
+        return 2
+    except OSError as e:  # the file system failed during the work (disk full, ...): no bug, no traceback
+        if _debug():
+            raise
+        _say(e)
+        return 1
     return 0
 
 
-def run():
+def _parse_flags(argv):
+    """absl's flag parsing, with errors in one line (exit status 2)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        if _debug():
+            raise
+        _say(f"{e} (keras-smart --help lists the commands, --helpfull every flag)")
+        sys.exit(2)
+
+
+_HELP_ARGS = ("--help", "-h", "-?", "--helpshort")
+
+
+def run(argv=None):
     """The console script's entry point."""
-    app.run(main)
+    argv = list(sys.argv if argv is None else argv)
+    args = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    if "--helpfull" in args or any(a in _HELP_ARGS for a in args):  # absl's own help exits 1, without commands
+        sys.stdout.write(_usage(full="--helpfull" in args))
+        sys.exit(0)
+    try:
+        app.run(main, argv, flags_parser=_parse_flags)
+    except KeyboardInterrupt:  # before main: flag parsing, absl's set-up
+        if _debug():
+            raise
+        _say("interrupted", prefix="keras-smart: ")
+        sys.exit(130)
 
 
 if __name__ == "__main__":
