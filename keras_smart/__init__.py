@@ -14,6 +14,7 @@ from keras_smart.config import AttackConfig
 from keras_smart.config import MaskConfig
 from keras_smart.config import Method
 from keras_smart.config import TradeoffMode
+from keras_smart.convert import UnconvertedLayersWarning
 from keras_smart.convert import convert
 from keras_smart.convert import get_tradeoff
 from keras_smart.convert import set_tradeoff
@@ -30,6 +31,9 @@ from keras_smart.training import SmartModel
 from keras_smart.version import __version__
 
 KERAS_FLAVOUR = _compat.FLAVOUR
+# The Keras module of the active flavour (Keras 3, or tf_keras under TF_USE_LEGACY_KERAS=1):
+# `from keras_smart import keras` builds models that `convert` accepts in either flavour.
+keras = _compat.keras
 
 __all__ = [
     "AdversarialConfig",
@@ -41,6 +45,7 @@ __all__ = [
     "SmartModel",
     "TradeoffMode",
     "TradeoffReport",
+    "UnconvertedLayersWarning",
     "__version__",
     "attacks",
     "backbones",
@@ -54,6 +59,7 @@ __all__ = [
     "export",
     "get_masks",
     "get_tradeoff",
+    "keras",
     "layers",
     "pruning",
     "recalibrate_batchnorm",

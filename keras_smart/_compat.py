@@ -5,6 +5,7 @@ imported; keras_smart follows the same rule, once, at import. Every other module
 imports `keras` from here and never imports `keras` or `tf_keras` itself.
 """
 
+import contextlib
 import os
 
 import tensorflow as tf
@@ -32,13 +33,19 @@ __all__ = [
     "FLAVOUR",
     "Functional",
     "IS_LEGACY",
+    "AttentionProjectionsHook",
     "apply_gradients",
+    "attention_projections",
+    "build_attention_projections",
     "custom_object_scope",
     "flatten_layers",
+    "is_builtin_layer_class",
     "is_functional",
     "is_sequential",
     "keras",
+    "lambda_output_shape",
     "register_serializable",
+    "replace_attention_projection",
     "scale_loss",
     "tf_variable",
     "training_loss",
@@ -95,6 +102,16 @@ def custom_object_scope(objects):
     return keras.utils.custom_object_scope(objects)
 
 
+def is_builtin_layer_class(cls):
+    """Whether `cls` is one of the Keras package's own classes (deserialization finds it by name)."""
+    return cls.__module__.split(".")[0] == ("tf_keras" if IS_LEGACY else "keras")
+
+
+def lambda_output_shape(layer):
+    """The `output_shape` a Lambda layer was built with (Keras keeps it private in both flavours)."""
+    return layer._output_shape  # pylint: disable=protected-access
+
+
 def is_sequential(model):
     return isinstance(model, keras.Sequential)
 
@@ -121,3 +138,84 @@ def weight_name(variable):
 def tf_variable(variable):
     """The `tf.Variable` behind a layer weight (Keras 3 wraps it), e.g. for `GradientTape.watch`."""
     return variable if isinstance(variable, tf.Variable) else variable.value
+
+
+# --- MultiHeadAttention's projection sublayers: private attributes and build steps ------------------
+
+# Keras's name of each projection -> the MultiHeadAttention attribute holding it (both flavours).
+_ATTENTION_PROJECTIONS = {
+    "query": "_query_dense",
+    "key": "_key_dense",
+    "value": "_value_dense",
+    "gate": "_gate_dense",  # Keras 3 with use_gate=True only
+    "attention_output": "_output_dense",
+}
+
+
+def attention_projections(layer):
+    """{"query", "key", "value", ["gate",] "attention_output": EinsumDense} of a MultiHeadAttention.
+
+    Empty until Keras creates them (Keras 3: `build`; tf_keras: the first call or `from_config`).
+    """
+    found = {name: getattr(layer, attribute, None) for name, attribute in _ATTENTION_PROJECTIONS.items()}
+    return {name: sublayer for name, sublayer in found.items() if sublayer is not None}
+
+
+def replace_attention_projection(layer, name, new):
+    """Makes `new` the projection `name` of MultiHeadAttention `layer`, tracked in the old one's place."""
+    attribute = _ATTENTION_PROJECTIONS[name]
+    if not IS_LEGACY:  # Keras 3 keeps a replaced sublayer tracked (weights, saving): swap it in place
+        tracker = layer._tracker  # pylint: disable=protected-access
+        tracker.replace_tracked_value("layers", getattr(layer, attribute), new)
+    setattr(layer, attribute, new)  # tf_keras untracks the sublayer an attribute held itself
+
+
+def _attention_input_shapes(layer, query_shape, value_shape, key_shape=None):
+    """{projection name: the shape it is called on} of a MultiHeadAttention called on these shapes."""
+    query, value = (tf.TensorShape(s).as_list() for s in (query_shape, value_shape))
+    key = value if key_shape is None else tf.TensorShape(key_shape).as_list()
+    config = layer.get_config()
+    heads = query[:-1] + [config["num_heads"], config["value_dim"]]  # what the output projection sees
+    return {"query": query, "key": key, "value": value, "gate": query, "attention_output": heads}
+
+
+def build_attention_projections(layer):
+    """Builds the projections of a tf_keras MultiHeadAttention, which only its first call builds.
+
+    They get the variable names that call would give them. Keras 3 builds them in `build`: no-op.
+    """
+    if not IS_LEGACY or not getattr(layer, "_built_from_signature", False):
+        return
+    # pylint: disable=protected-access
+    shapes = _attention_input_shapes(layer, layer._query_shape, layer._value_shape, layer._key_shape)
+    outside = tf.init_scope if tf.compat.v1.executing_eagerly_outside_functions() else contextlib.nullcontext
+    for name, sublayer in attention_projections(layer).items():
+        if not sublayer.built:
+            with outside(), tf.name_scope(f"{layer.name}/{sublayer.name}/"):
+                sublayer.build(shapes[name])
+
+
+class AttentionProjectionsHook:
+    """Mixin for MultiHeadAttention subclasses: `self.projections_created(shapes)` once Keras made them.
+
+    Keras 3 creates and builds the projections in `build`; tf_keras creates
+    them, unbuilt, in its private `_build_from_signature` (called by the first
+    call and by `from_config`). The hook then finds them in
+    `attention_projections(self)`; `shapes` = {projection name: its input shape}.
+    """
+
+    if IS_LEGACY:
+
+        def _build_from_signature(self, query, value, key=None):
+            super()._build_from_signature(query, value, key)  # pylint: disable=no-member
+            shapes = (self._query_shape, self._value_shape, self._key_shape)  # pylint: disable=protected-access
+            self.projections_created(_attention_input_shapes(self, *shapes))
+
+    else:
+
+        def build(self, query_shape, value_shape, key_shape=None):
+            super().build(query_shape, value_shape, key_shape)  # pylint: disable=no-member
+            self.projections_created(_attention_input_shapes(self, query_shape, value_shape, key_shape))
+
+    def projections_created(self, shapes):
+        """Called right after Keras created this layer's projection sublayers."""

@@ -19,13 +19,24 @@ from keras_smart.layers import base
 
 keras = _compat.keras
 
-def convert(model, method="smart", **options):
+
+class UnconvertedLayersWarning(UserWarning):
+    """Layers with weights that `convert` left plain: they compute the same on both paths."""
+
+
+def convert(model, method="smart", skip=None, **options):
     """Clones a Keras model into a `SmartModel` whose layers are conditional on the trade-off.
 
-    Swaps Conv2D, DepthwiseConv2D, SeparableConv2D, Dense and BatchNormalization
-    (exact classes, also inside nested models) for the method's conditional
-    layers; clones every other layer as is. Right after `convert` the masks are
-    all ones, so at trade-off 0 the model computes exactly what `model` does.
+    Swaps the method's Keras classes (exact classes, also inside nested models)
+    for conditional layers and clones every other layer as is. smart, float and
+    floats swap Conv1D, Conv2D (any `groups`), Conv3D, Conv2DTranspose,
+    DepthwiseConv2D, SeparableConv2D, Dense, EinsumDense, MultiHeadAttention,
+    BatchNormalization and LayerNormalization; oat swaps the normalisation
+    layers. Right after `convert` the masks are all ones, so at trade-off 0 the
+    model computes exactly what `model` does. One `UnconvertedLayersWarning`
+    lists the layers with weights that stay plain (skipped ones, and layers
+    with no conditional version such as LSTM or Embedding), with their share of
+    the model's weights.
 
     Args:
       model: a built Functional or Sequential `keras.Model` (keras.applications
@@ -34,6 +45,8 @@ def convert(model, method="smart", **options):
         (lam-scaled learnable weight noise + dual batch-norm), "floats" (float +
         one binary mask) or "oat" (FiLM after every batch-norm + dual
         batch-norm).
+      skip: layers to keep plain: a list of layer names (a nested model's name
+        keeps all of its layers plain) or a predicate `skip(layer) -> bool`.
       **options: the conditional layers' own arguments: `tradeoff_mode`
         ("switch" | "blend" | "noise", smart), `noise_init` and `seed` (float,
         floats, smart's noise mode), `film_encoding`, `film_lambdas`,
@@ -44,24 +57,27 @@ def convert(model, method="smart", **options):
 
     Raises:
       TypeError: `model` is not a Keras model, or is a subclassed model.
-      ValueError: unknown method or option, an unbuilt model, a model that is
-        already converted (convert is not idempotent: `strip` it first), or a
-        layer configuration the conditional layers do not support.
+      ValueError: unknown method or option, an unknown layer name in `skip`, an
+        unbuilt model, a model that is already converted (convert is not
+        idempotent: `strip` it first), or a layer configuration the conditional
+        layers do not support (the message names the layer and `skip=`).
 
     Example:
       >>> base = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classes=10)
       >>> smart = keras_smart.convert(base, method="smart")
       >>> keras_smart.set_tradeoff(smart, 1.0)
+      >>> head_plain = keras_smart.convert(base, method="smart", skip=["predictions"])
     """
     method = config_lib.coerce_enum(config_lib.Method, method, "method")
     registry.check_options(method, options)
     _check_convertible(model)
+    skipped = _skip_predicate(model, skip)
     swaps = registry.SWAPS[method]
     seeds = itertools.count()
 
     def to_conditional(layer, entry):
         conditional_class = swaps.get(type(layer))
-        if conditional_class is None:
+        if conditional_class is None or skipped(layer):
             return entry
         conditional_class.check_source(layer)
         layer_options = registry.layer_options(method, conditional_class, options)
@@ -71,7 +87,7 @@ def convert(model, method="smart", **options):
 
     converted = _rebuild(model, to_conditional, training.SmartModel)
     _copy_weights(model, converted, lambda source, target: target.copy_source_weights(source))
-    _warn_unconverted(converted, swaps)
+    _warn_unconverted(converted, method, source=model)
     return converted
 
 
@@ -106,7 +122,7 @@ def strip(model, tradeoff=None):
     _copy_weights(
         smart,
         plain,
-        lambda source, target: base.assign_weights_by_name(target, source.folded_weights(tradeoff)),
+        lambda source, target: source.assign_folded_to(target, tradeoff),
     )
     return plain
 
@@ -151,7 +167,31 @@ def _smart_model(model, caller):
     return model
 
 
+def _other_flavour(obj):
+    """"Keras 3" / "tf_keras" if `obj` is a Keras object of the flavour this process does not run."""
+    modules = {cls.__module__.split(".")[0] for cls in type(obj).__mro__}
+    other = "keras" if _compat.IS_LEGACY else "tf_keras"
+    if other in modules:
+        return "Keras 3" if other == "keras" else "tf_keras"
+    return None
+
+
 def _check_convertible(model):
+    other = _other_flavour(model)
+    if other is not None:
+        active = "tf_keras" if _compat.IS_LEGACY else "Keras 3"
+        fix = (
+            "Build it with `import tf_keras as keras` (or `from keras_smart import keras`), or unset "
+            "TF_USE_LEGACY_KERAS before TensorFlow is imported."
+            if _compat.IS_LEGACY
+            else "Build it with `import keras` (or `from keras_smart import keras`), or set "
+            "TF_USE_LEGACY_KERAS=1 before TensorFlow is imported to run tf_keras."
+        )
+        raise TypeError(
+            f"`convert` received a {other} model ('{getattr(model, 'name', '?')}', "
+            f"{type(model).__name__}), but keras_smart runs {active} in this process "
+            f"(it follows TF_USE_LEGACY_KERAS, read when TensorFlow was imported). {fix}"
+        )
     if not isinstance(model, keras.Model):
         raise TypeError(
             "`convert` expects a keras.Model (Functional or Sequential). "
@@ -240,15 +280,59 @@ def _rewrite(config, model, rewrite_entry):
 def _rebuild(model, rewrite_entry, model_class):
     """A new model of `model_class` from `model`'s config with its layer entries rewritten."""
     config = _rewrite(_model_config(model), model, rewrite_entry)
-    objects = {type(l).__name__: type(l) for l in _compat.flatten_layers(model)}
+    # Only classes Keras cannot find by itself: a user's unregistered layers and ours. Scoping a
+    # built-in name (e.g. "Add") would shadow the op of the same name that `x + 3.0` records.
+    objects = {
+        type(l).__name__: type(l)
+        for l in _compat.flatten_layers(model)
+        if not _compat.is_builtin_layer_class(type(l))
+    }
     objects.update(registry.custom_objects())
     objects["SmartModel"] = training.SmartModel
+    objects.update(_live_lambdas(model, config))
     with _compat.custom_object_scope(objects):
         if _compat.is_sequential(model):
             sequential = keras.Sequential.from_config(config)
             # A Sequential has one input and one output: pass tensors, not lists of one.
             return model_class(inputs=sequential.inputs[0], outputs=sequential.outputs[0], name=model.name)
         return model_class.from_config(config)
+
+
+def _live_lambdas(model, config):
+    """Points every Lambda entry of `config` at a class that rebuilds it around its live function.
+
+    A Lambda's config holds its function as bytecode, which Keras refuses to
+    load by default and which loses the function's globals (a lambda that calls
+    `tf.cast` no longer finds `tf`). The clone reuses the function object of
+    the model in memory instead. Returns the {class name: class} to scope.
+    """
+    live = {l.name: l for l in _compat.flatten_layers(model) if type(l) is keras.layers.Lambda}
+    if not live:
+        return {}
+
+    class LiveLambda(keras.layers.Lambda):  # pylint: disable=missing-class-docstring
+        @classmethod
+        def from_config(cls, layer_config, custom_objects=None):
+            del custom_objects
+            source = live[layer_config["name"]]
+            base_options = {k: layer_config[k] for k in ("name", "trainable", "dtype") if k in layer_config}
+            return keras.layers.Lambda(
+                source.function,
+                output_shape=_compat.lambda_output_shape(source),
+                mask=source.mask,
+                arguments=source.arguments,
+                **base_options,
+            )
+
+    def point(entries):
+        for entry in entries:
+            if entry.get("class_name") == "Lambda" and entry["config"].get("name") in live:
+                entry.update(class_name="KerasSmartLiveLambda", module=None, registered_name="KerasSmartLiveLambda")
+            elif isinstance(entry.get("config"), dict) and "layers" in entry["config"]:
+                point(entry["config"]["layers"])
+
+    point(config["layers"])
+    return {"KerasSmartLiveLambda": LiveLambda}
 
 
 def _copy_weights(source_model, target_model, copy_conditional):
@@ -270,17 +354,50 @@ def _copy_weights(source_model, target_model, copy_conditional):
             target.set_weights(source.get_weights())
 
 
-def _warn_unconverted(model, swaps):
-    """Warns about swappable layers that kept plain weights (subclasses, wrappers, custom layers)."""
-    plain = [
-        f"{l.name} ({type(l).__name__})"
-        for l in _compat.flatten_layers(model)
-        if isinstance(l, tuple(swaps)) and not isinstance(l, base.ConditionalLayer)
-    ]
-    if plain:
-        warnings.warn(
-            f"These layers were cloned as they are and stay the same on both paths: {plain}. "
-            f"convert swaps the exact Keras classes {sorted(c.__name__ for c in swaps)}; "
-            "subclasses and layers inside wrappers or custom layers are not swapped.",
-            stacklevel=3,
+def _skip_predicate(model, skip):
+    """`skip` (None, layer names or a predicate) as a predicate on layers; unknown names raise."""
+    if skip is None:
+        return lambda layer: False
+    if callable(skip):
+        return lambda layer: bool(skip(layer))
+    names = [skip] if isinstance(skip, str) else skip
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError(
+            "`skip` must be a list of layer names or a predicate `skip(layer) -> bool`. "
+            f"Received: {skip!r}"
         )
+    known = {l.name: l for l in _compat.flatten_layers(model)}
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"`skip` names no layer of model '{model.name}': {unknown}. Its layers: {sorted(known)}")
+    skipped = set(names)
+    for name in names:  # a nested model's name skips everything inside it
+        if isinstance(known[name], keras.Model):
+            skipped.update(l.name for l in _compat.flatten_layers(known[name]))
+    return lambda layer: layer.name in skipped
+
+
+def _warn_unconverted(model, method, source):
+    """One warning listing the layers with weights left plain, and their share of `source`'s weights.
+
+    OAT conditions only its normalisation layers by design: its other layers
+    are not listed.
+    """
+    plain = list(base.plain_weight_layers(model))
+    if method == config_lib.Method.OAT:
+        plain = [l for l in plain if isinstance(l, tuple(registry.SWAPS[method]))]
+    if not plain:
+        return
+    total = max(source.count_params(), 1)
+    listed = ", ".join(
+        f"{l.name} ({type(l).__name__}, {100.0 * l.count_params() / total:.1f}% of the weights)" for l in plain
+    )
+    warnings.warn(
+        f"{len(plain)} layer(s) with weights stay plain and compute the same on both paths: {listed}. "
+        "keras_smart converts the exact Keras classes it has conditional versions of "
+        f"({sorted(c.__name__ for c in registry.SWAPS[method])}); subclasses, wrapped and custom layers, "
+        "and layers passed in `skip` are cloned as they are. count_nonzero reports their weights as "
+        "`unconverted`.",
+        UnconvertedLayersWarning,
+        stacklevel=3,
+    )

@@ -261,6 +261,18 @@ def _check_options(
             f"Model '{model.name}' is a plain Keras model ({type(model).__name__}); it has no trade-off. "
             "Leave `tradeoff` and `runtime_tradeoff` unset, or export the SmartModel itself."
         )
+    grouped_3d = [
+        l.name for l in _compat.flatten_layers(model)
+        if isinstance(l, keras.layers.Conv3D) and getattr(l, "groups", 1) != 1
+    ]
+    if grouped_3d and not runtime_tradeoff:  # a baked file runs Keras's own Conv3D
+        raise ValueError(
+            f"Layers {grouped_3d} are grouped Conv3D layers, and LiteRT's CONV_3D has no groups, so a "
+            "file with them baked in cannot run. Ways forward: "
+            + ("export with runtime_tradeoff=True (keras_smart's conditional Conv3D computes one "
+               "convolution per group, which LiteRT runs), or " if smart else "")
+            + "rebuild those layers with groups=1."
+        )
     if tradeoff is not None:
         tradeoff = config_lib.check_tradeoff(tradeoff, "tradeoff")
     elif smart and not runtime_tradeoff:

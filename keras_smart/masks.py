@@ -2,7 +2,6 @@
 
 import collections.abc
 import dataclasses
-import math
 import numbers
 
 import numpy as np
@@ -12,29 +11,12 @@ from keras_smart import _compat
 from keras_smart import attacks
 from keras_smart import batching
 from keras_smart import config as config_lib
+from keras_smart import registry
 from keras_smart.attacks import common as attacks_common
 from keras_smart.layers import base
 from keras_smart.layers import conditional_kernel as ck
 
 keras = _compat.keras
-
-# The layers whose kernels count as weights (conditional or plain).
-KERNEL_LAYERS = (
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv2D,
-    keras.layers.Dense,
-)
-
-
-def _kernel_names(layer):
-    # SeparableConv2D first: in tf_keras DepthwiseConv2D subclasses Conv2D, so order matters.
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        return ("depthwise_kernel", "pointwise_kernel")
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return (_compat.DEPTHWISE_KERNEL,)
-    return ("kernel",)
-
 
 def _masked_layers(model, caller):
     if not isinstance(model, keras.Model):
@@ -467,8 +449,11 @@ def design_masks(
 class NonzeroCount:
     """Non-zero kernel weights and multiply-accumulates of a model, per path.
 
-    Counts cover the kernels of every Conv2D / DepthwiseConv2D / SeparableConv2D
-    / Dense layer, conditional or plain (biases and batch-norm are left out).
+    Counts cover every kernel `keras_smart.registry.kernel_names` knows (Conv1D,
+    Conv2D, Conv3D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D, Dense,
+    EinsumDense, also inside MultiHeadAttention), conditional or plain; biases
+    and normalisation are left out, and MACs count kernel multiplications only
+    (not attention's activation products).
     `union` counts weights non-zero on either path: what a file holding both
     paths stores. MACs are per example, from each layer's first call; None when a
     layer's output shape is not static.
@@ -479,7 +464,12 @@ class NonzeroCount:
       macs_dense, macs_clean, macs_adv: MACs of the dense model / of each path.
       conditioning: weights that exist only to condition on lam (FiLM MLPs,
         noise scales, the second batch-norm set).
+      unconverted: weights of the layers left plain (the same on both paths:
+        layers `convert` skipped or has no conditional version of, such as LSTM
+        or Embedding, and the layers a method shares by design, such as OAT's
+        convolutions). Plain kernels also count in `total`, `clean`, `adv`.
       layers: {layer name: {"total", "clean", "adv", "union", "macs_clean", ...}}.
+      unconverted_layers: {layer name: weights} of the layers left plain.
     """
 
     total: int
@@ -491,26 +481,11 @@ class NonzeroCount:
     macs_adv: int
     conditioning: int
     layers: dict
+    unconverted: int = 0
+    unconverted_layers: dict = dataclasses.field(default_factory=dict)
 
     def as_dict(self):
         return dataclasses.asdict(self)
-
-
-def _positions(layer):
-    """How many times one kernel weight is applied per example (output positions)."""
-    try:
-        shape = tuple(layer.output.shape)
-    except (AttributeError, ValueError, RuntimeError):
-        return None
-    inner = list(shape[1:])
-    if isinstance(layer, keras.layers.Dense):
-        inner = inner[:-1]
-    else:
-        channel_axis = 0 if getattr(layer, "data_format", "channels_last") == "channels_first" else -1
-        del inner[channel_axis]
-    if any(d is None for d in inner):
-        return None
-    return int(math.prod(inner))
 
 
 def _path_kernels(layer, kernel_name):
@@ -544,11 +519,12 @@ def count_nonzero(model):
     for layer in _compat.flatten_layers(model):
         if isinstance(layer, base.ConditionalLayer):
             conditioning += _conditioning_weights(layer)
-        if not isinstance(layer, KERNEL_LAYERS):
+        names = registry.kernel_names(layer)
+        if not names:
             continue
-        positions = _positions(layer)
+        positions = registry.kernel_positions(layer)
         row = dict.fromkeys(("total", "clean", "adv", "union"), 0)
-        for kernel_name in _kernel_names(layer):
+        for kernel_name in names:
             clean, adv = _path_kernels(layer, kernel_name)
             row["total"] += clean.size
             row["clean"] += int(np.count_nonzero(clean))
@@ -557,6 +533,8 @@ def count_nonzero(model):
         for key, count in (("macs_dense", row["total"]), ("macs_clean", row["clean"]), ("macs_adv", row["adv"])):
             row[key] = None if positions is None else positions * count
         per_layer[layer.name] = row
+
+    unconverted = {l.name: int(l.count_params()) for l in base.plain_weight_layers(model)}
 
     def total(key):
         values = [row[key] for row in per_layer.values()]
@@ -572,6 +550,8 @@ def count_nonzero(model):
         macs_adv=total("macs_adv"),
         conditioning=conditioning,
         layers=per_layer,
+        unconverted=sum(unconverted.values()),
+        unconverted_layers=unconverted,
     )
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_smart import _compat
-from keras_smart import masks
+from keras_smart import registry
 from keras_smart import training
 from keras_smart.layers import conditional_kernel as ck
 
@@ -125,17 +125,6 @@ class PolynomialDecay:
 # --- what is pruned --------------------------------------------------------------------------------
 
 
-def _kernel_names(layer):
-    # SeparableConv2D first: in tf_keras DepthwiseConv2D subclasses Conv2D, so order matters.
-    if isinstance(layer, ck.ConditionalKernel):
-        return tuple(layer.kernel_names)
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        return ("depthwise_kernel", "pointwise_kernel")
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return (_compat.DEPTHWISE_KERNEL,)
-    return ("kernel",)
-
-
 class _Kernel:
     """One prunable kernel: its layer, its variable, the path masks over it, its pruning mask."""
 
@@ -174,7 +163,7 @@ class _Kernel:
 
 
 def _prunable_kernels(model, layer_names):
-    layers = [l for l in _compat.flatten_layers(model) if isinstance(l, masks.KERNEL_LAYERS)]
+    layers = [l for l in _compat.flatten_layers(model) if registry.kernel_names(l)]
     wrapped = [l.name for l in _compat.flatten_layers(model) if type(l).__name__ == _TFMOT_PRUNE_WRAPPER]
     if wrapped:
         raise ValueError(
@@ -192,13 +181,13 @@ def _prunable_kernels(model, layer_names):
         layers = [l for l in layers if l.name in layer_names]
     if not layers:
         raise ValueError(
-            f"Model '{model.name}' has no prunable layers (Conv2D, DepthwiseConv2D, SeparableConv2D, "
-            "Dense, or their conditional versions)."
+            f"Model '{model.name}' has no prunable layers (layers with kernels: convolutions, Dense, "
+            "EinsumDense, or their conditional versions)."
         )
     for layer in layers:
         if not layer.built:
             raise ValueError(f"Layer '{layer.name}' is not built: call the model on an input first.")
-    return [_Kernel(layer, name) for layer in layers for name in _kernel_names(layer)]
+    return [_Kernel(layer, name) for layer in layers for name in registry.kernel_names(layer)]
 
 
 # --- native pruning --------------------------------------------------------------------------------
@@ -270,9 +259,10 @@ def prune(model, target_sparsity, *, schedule=None, layers=None):
       model: a built Keras model (SmartModel or plain).
       target_sparsity: the final share of each kernel's weights set to zero, in (0, 1).
       schedule: None (one shot) or a `PolynomialDecay`.
-      layers: None (every Conv2D / DepthwiseConv2D / SeparableConv2D / Dense
-        layer, conditional or plain, nested models included) or the names of
-        the layers to prune.
+      layers: None (every layer with a kernel, see
+        `keras_smart.registry.kernel_names`: convolutions, Dense, EinsumDense,
+        conditional or plain, nested models included) or the names of the
+        layers to prune.
 
     Returns:
       `model` itself, pruned (to the schedule's level at the optimizer's
@@ -357,8 +347,8 @@ class UpdatePruning(keras.callbacks.Callback):
 def kernel_sparsity(model):
     """{"layer/kernel": share of the kernel's positions that are zero on every path}.
 
-    Covers every Conv2D / DepthwiseConv2D / SeparableConv2D / Dense kernel,
-    conditional or plain (noise at its expectation).
+    Covers every kernel `keras_smart.registry.kernel_names` knows, conditional
+    or plain (noise at its expectation).
 
     Example:
       >>> keras_smart.pruning.kernel_sparsity(smart)["conv1/kernel"]
@@ -368,9 +358,9 @@ def kernel_sparsity(model):
         raise TypeError(f"`kernel_sparsity` expects a Keras model. Received: {type(model).__name__}")
     result = {}
     for layer in _compat.flatten_layers(model):
-        if not isinstance(layer, masks.KERNEL_LAYERS) or type(layer).__name__ == _TFMOT_PRUNE_WRAPPER:
+        if type(layer).__name__ == _TFMOT_PRUNE_WRAPPER:
             continue
-        for name in _kernel_names(layer):
+        for name in registry.kernel_names(layer):
             kernel = np.asarray(getattr(layer, name).numpy())
             used = kernel != 0
             if isinstance(layer, ck.ConditionalKernel) and layer.mask_kind:
@@ -414,6 +404,26 @@ def _masked_kernels(model):
                 yield layer, name
 
 
+def _check_tfmot_can_wrap(model):
+    """Raises, naming the layers and the ways forward, if TF-MOT has no pruning rule for some layer."""
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # pylint: disable=g-import-not-at-top
+
+    refused = [
+        f"{l.name} ({type(l).__name__})"
+        for l in model.layers
+        if not isinstance(l, (keras.Model, keras.layers.InputLayer))
+        and not hasattr(l, "get_prunable_weights")
+        and not prune_registry.PruneRegistry.supports(l)
+    ]
+    if refused:
+        raise ValueError(
+            f"TF-MOT cannot prune these layers of model '{model.name}': {refused} (its registry has no "
+            "rule for them; plain EinsumDense is one). Ways forward: keras_smart.pruning.prune(model, "
+            "target_sparsity) prunes every kernel natively, in both flavours; or convert with "
+            "method='smart', 'float' or 'floats', whose conditional layers TF-MOT can wrap."
+        )
+
+
 def prune_low_magnitude(model, **tfmot_options):
     """TF-MOT's `prune_low_magnitude` for a SmartModel (tf_keras flavour): returns a SmartModel.
 
@@ -452,6 +462,7 @@ def prune_low_magnitude(model, **tfmot_options):
             f"Model '{model.name}' is already pruned by keras_smart.pruning.prune; call strip_pruning(model) "
             "first, or keep the native pruning."
         )
+    _check_tfmot_can_wrap(model)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, **tfmot_options)
     if not isinstance(model, training.SmartModel):
         return pruned

@@ -1,4 +1,6 @@
-"""Which Keras layer each conversion method swaps, and for which conditional layer."""
+"""Which Keras layer each conversion method swaps, and which kernels every layer computes with."""
+
+import math
 
 from keras_smart import _compat
 from keras_smart import config as config_lib
@@ -7,20 +9,35 @@ from keras_smart import layers as cl
 keras = _compat.keras
 
 _SMART = {
+    keras.layers.Conv1D: cl.DualMaskConv1D,
     keras.layers.Conv2D: cl.DualMaskConv2D,
+    keras.layers.Conv3D: cl.DualMaskConv3D,
+    keras.layers.Conv2DTranspose: cl.DualMaskConv2DTranspose,
     keras.layers.DepthwiseConv2D: cl.DualMaskDepthwiseConv2D,
     keras.layers.SeparableConv2D: cl.DualMaskSeparableConv2D,
     keras.layers.Dense: cl.DualMaskDense,
+    keras.layers.EinsumDense: cl.DualMaskEinsumDense,
+    keras.layers.MultiHeadAttention: cl.DualMaskMultiHeadAttention,
     keras.layers.BatchNormalization: cl.DualBatchNormalization,
+    keras.layers.LayerNormalization: cl.DualLayerNormalization,
 }
 _FLOAT = {
+    keras.layers.Conv1D: cl.NoisyConv1D,
     keras.layers.Conv2D: cl.NoisyConv2D,
+    keras.layers.Conv3D: cl.NoisyConv3D,
+    keras.layers.Conv2DTranspose: cl.NoisyConv2DTranspose,
     keras.layers.DepthwiseConv2D: cl.NoisyDepthwiseConv2D,
     keras.layers.SeparableConv2D: cl.NoisySeparableConv2D,
     keras.layers.Dense: cl.NoisyDense,
+    keras.layers.EinsumDense: cl.NoisyEinsumDense,
+    keras.layers.MultiHeadAttention: cl.NoisyMultiHeadAttention,
     keras.layers.BatchNormalization: cl.DualBatchNormalization,
+    keras.layers.LayerNormalization: cl.DualLayerNormalization,
 }
-_OAT = {keras.layers.BatchNormalization: cl.FiLMDualBatchNormalization}
+_OAT = {
+    keras.layers.BatchNormalization: cl.FiLMDualBatchNormalization,
+    keras.layers.LayerNormalization: cl.DualLayerNormalization,
+}
 
 SWAPS = {
     config_lib.Method.SMART: _SMART,
@@ -70,3 +87,77 @@ def custom_objects():
         objects[cls.__name__] = cls
         objects[f"keras_smart>{cls.__name__}"] = cls
     return objects
+
+
+# --- which kernels a layer computes with (plain or conditional): masks, counts and pruning read this ---
+
+# Most specific class first along a layer's MRO (in tf_keras DepthwiseConv2D subclasses Conv2D).
+_KERNELS = {
+    keras.layers.SeparableConv2D: ("depthwise_kernel", "pointwise_kernel"),
+    keras.layers.DepthwiseConv2D: (_compat.DEPTHWISE_KERNEL,),
+    keras.layers.Conv1D: ("kernel",),
+    keras.layers.Conv2D: ("kernel",),
+    keras.layers.Conv3D: ("kernel",),
+    keras.layers.Conv2DTranspose: ("kernel",),
+    keras.layers.Dense: ("kernel",),
+    keras.layers.EinsumDense: ("kernel",),
+}
+_TRANSPOSED = (keras.layers.Conv2DTranspose,)
+
+
+def kernel_names(layer):
+    """The names of the kernels `layer` multiplies its input by ("kernel", ...); () for other layers.
+
+    Conditional layers answer for themselves; plain layers by their Keras class
+    (subclasses included). Biases, batch-norm and other weights are not kernels.
+    """
+    if isinstance(layer, cl.ConditionalKernel):
+        return tuple(layer.kernel_names)
+    for cls in type(layer).__mro__:
+        if cls in _KERNELS:
+            return _KERNELS[cls]
+    return ()
+
+
+def kernel_positions(layer):
+    """How many times each kernel weight of `layer` is applied per example; None if not static.
+
+    Output positions for convolutions (input positions for transposed ones) and
+    for Dense; for EinsumDense, the output elements per kernel output element.
+    """
+    if isinstance(layer, keras.layers.EinsumDense):
+        return _einsum_positions(layer)
+    try:
+        tensor = layer.input if isinstance(layer, _TRANSPOSED) else layer.output
+        shape = list(tensor.shape[1:])
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if isinstance(layer, keras.layers.Dense):
+        del shape[-1]
+    else:
+        del shape[0 if getattr(layer, "data_format", "channels_last") == "channels_first" else -1]
+    if any(d is None for d in shape):
+        return None
+    return int(math.prod(shape))
+
+
+def _einsum_positions(layer):
+    """Output elements per example each kernel weight is applied for: the sizes of the output axes
+    the kernel does not span (batch excluded), from the input shape the layer was built with."""
+    input_shape = (layer.get_build_config() or {}).get("input_shape")
+    if input_shape is None:
+        return None
+    input_shape = list(input_shape)
+    input_spec, rest = layer.equation.replace(" ", "").split(",")
+    kernel_spec, output_spec = rest.split("->")
+    if input_spec.startswith("..."):  # the ellipsis covers the batch axis and any axes after it
+        letters = input_spec[3:]
+        split = len(input_shape) - len(letters)
+        sizes, elided, batch = dict(zip(letters, input_shape[split:])), input_shape[1:split], None
+    else:  # the first letter is the batch axis; a trailing ellipsis covers the last axes
+        letters = input_spec.replace("...", "")
+        sizes, elided, batch = dict(zip(letters, input_shape)), input_shape[len(letters):], letters[0]
+    free = [sizes[c] for c in output_spec.replace("...", "") if c not in kernel_spec and c != batch] + elided
+    if any(d is None for d in free):
+        return None
+    return int(math.prod(free))

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import keras_smart
+from keras_smart import _compat
 from keras_smart import layers as cl
 from tests import models
 from tests.models import keras
@@ -293,17 +294,104 @@ def test_tradeoff_functions_reject_plain_models():
         keras_smart.set_tradeoff(model, 0.5)
 
 
-def test_unsupported_layer_configuration_names_the_layer():
+def test_unsupported_layer_configuration_names_the_layer_and_skip():
     inputs = keras.Input((8, 8, 4))
-    outputs = keras.layers.Conv2D(4, 3, groups=2, name="grouped")(inputs)
-    with pytest.raises(ValueError, match="'grouped' has groups=2"):
-        keras_smart.convert(keras.Model(inputs, outputs))
+    outputs = keras.layers.BatchNormalization(renorm=True, name="renormed")(inputs)
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match=r"'renormed' uses .*skip=\['renormed'\]"):
+        keras_smart.convert(model)
+    with pytest.warns(keras_smart.UnconvertedLayersWarning, match=r"renormed \(BatchNormalization, 100.0%"):
+        smart = keras_smart.convert(model, skip=["renormed"])
+    assert type(smart.get_layer("renormed")) is keras.layers.BatchNormalization
+
+
+def test_skip_keeps_named_layers_or_a_predicates_layers_plain():
+    model = models.conv_block_model()
+    x = models.inputs_for(model)
+    with pytest.warns(keras_smart.UnconvertedLayersWarning) as record:
+        by_name = keras_smart.convert(model, "smart", skip=["conv", "logits"])
+    message = str(record[0].message)
+    assert "conv (Conv2D" in message and "logits (Dense" in message and "fc1" not in message
+    kinds = {l.name: type(l).__name__ for l in by_name.layers}
+    assert kinds["conv"] == "Conv2D" and kinds["logits"] == "Dense" and kinds["fc1"] == "DualMaskDense"
+    with pytest.warns(keras_smart.UnconvertedLayersWarning):
+        by_predicate = keras_smart.convert(model, "smart", skip=lambda l: isinstance(l, keras.layers.Dense))
+    assert {type(l).__name__ for l in by_predicate.layers if l.name in ("fc1", "logits")} == {"Dense"}
+    for smart in (by_name, by_predicate):
+        assert models.max_abs_diff(smart(x), model(x)) <= 1e-5
+    counts = keras_smart.count_nonzero(by_name)
+    assert counts.unconverted_layers == {"conv": 8 * 27 + 8, "logits": 16 * 4 + 4}
+    assert counts.unconverted == sum(counts.unconverted_layers.values())
+    assert counts.layers["conv"]["clean"] == counts.layers["conv"]["adv"] == 8 * 27  # plain: same on both paths
+
+
+def test_skip_with_a_nested_models_name_keeps_all_of_it_plain():
+    with pytest.warns(keras_smart.UnconvertedLayersWarning, match="inner_fc"):
+        smart = keras_smart.convert(models.nested_model(), "smart", skip=["inner_seq"])
+    inner = smart.get_layer("inner_seq")
+    assert [type(l).__name__ for l in inner.layers] == ["Dense", "BatchNormalization"]
+    assert type(smart.get_layer("head")).__name__ == "DualMaskDense"
+
+
+@pytest.mark.parametrize(
+    "skip, error, match",
+    [
+        (["nope"], ValueError, r"`skip` names no layer of model 'functional': \['nope'\]. Its layers: "),
+        ([3], TypeError, "list of layer names or a predicate"),
+    ],
+)
+def test_skip_rejects_what_names_no_layer(skip, error, match):
+    with pytest.raises(error, match=match):
+        keras_smart.convert(models.conv_block_model(), skip=skip)
+
+
+def test_no_warning_when_everything_with_weights_is_converted(recwarn):
+    keras_smart.convert(models.conv_block_model(), "smart")
+    keras_smart.convert(models.conv_block_model(), "oat")  # OAT shares its kernels by design
+    assert not [w for w in recwarn if issubclass(w.category, keras_smart.UnconvertedLayersWarning)]
+
+
+def test_layers_without_a_conditional_version_are_listed_with_their_share():
+    inputs = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(20, 4, name="embed")(inputs)
+    x = keras.layers.LSTM(5, name="lstm")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(x))
+    total = model.count_params()
+    share = 100.0 * model.get_layer("lstm").count_params() / total
+    with pytest.warns(keras_smart.UnconvertedLayersWarning, match=rf"lstm \(LSTM, {share:.1f}% of the weights\)"):
+        smart = keras_smart.convert(model, "smart")
+    counts = keras_smart.count_nonzero(smart)
+    assert counts.unconverted == total - model.get_layer("logits").count_params()
+    assert counts.total == 5 * 2  # the converted Dense kernel
+
+
+def test_a_model_of_the_other_keras_flavour_is_named_as_such():
+    if _compat.IS_LEGACY:
+        import keras as other  # pylint: disable=g-import-not-at-top
+        got, active = "Keras 3", "tf_keras"
+    else:
+        other = pytest.importorskip("tf_keras")
+        got, active = "tf_keras", "Keras 3"
+    inputs = other.Input((3,))
+    model = other.Model(inputs, other.layers.Dense(2)(inputs))
+    with pytest.raises(TypeError, match=rf"received a {got} model .* keras_smart runs {active} in this process"):
+        keras_smart.convert(model)
+
+
+def test_lambda_layers_are_cloned_around_their_live_function():
+    inputs = keras.Input((4,))
+    x = keras.layers.Lambda(lambda t: tf.nn.relu(t) * 2.0, name="double_relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+    x_in = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    smart = keras_smart.convert(model, "smart")
+    assert models.max_abs_diff(smart(x_in), model(x_in)) <= 1e-6
+    assert models.max_abs_diff(keras_smart.strip(smart)(x_in), model(x_in)) <= 1e-6
 
 
 def test_layers_convert_cannot_reach_are_reported():
     inputs = keras.Input((5, 4))
     outputs = keras.layers.TimeDistributed(keras.layers.Dense(3, name="td_fc"), name="td")(inputs)
-    with pytest.warns(UserWarning, match="td_fc"):
+    with pytest.warns(keras_smart.UnconvertedLayersWarning, match=r"td \(TimeDistributed"):
         smart = keras_smart.convert(keras.Model(inputs, outputs))
     x = np.random.rand(2, 5, 4).astype("float32")
     assert smart(x).shape == (2, 5, 3)

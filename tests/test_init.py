@@ -14,6 +14,7 @@ def test_public_api_is_pinned():
         "SmartModel",
         "TradeoffMode",
         "TradeoffReport",
+        "UnconvertedLayersWarning",
         "__version__",
         "attacks",
         "backbones",
@@ -27,6 +28,7 @@ def test_public_api_is_pinned():
         "export",
         "get_masks",
         "get_tradeoff",
+        "keras",
         "layers",
         "pruning",
         "recalibrate_batchnorm",
@@ -44,3 +46,7 @@ def test_flavour_follows_the_environment():
     legacy = os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
     assert keras_smart.KERAS_FLAVOUR == ("tf_keras" if legacy else "keras3")
     assert keras_smart._compat.keras.__name__ == ("tf_keras" if legacy else "keras")  # pylint: disable=protected-access
+
+
+def test_keras_alias_is_the_active_flavour():
+    assert keras_smart.keras is keras_smart._compat.keras  # pylint: disable=protected-access

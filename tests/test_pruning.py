@@ -10,6 +10,7 @@ import keras_smart
 from keras_smart import _compat
 from keras_smart import layers as cl
 from keras_smart import pruning
+from keras_smart import registry
 from tests import models
 from tests.models import keras
 
@@ -27,13 +28,13 @@ def _model(method, builder=models.conv_block_model):
 
 
 def _kernel_layers(model):
-    return [l for l in _compat.flatten_layers(model) if isinstance(l, keras_smart.masks.KERNEL_LAYERS)]
+    return [l for l in _compat.flatten_layers(model) if registry.kernel_names(l)]
 
 
 def _assert_zero_on_every_path(model):
     """Where a kernel is zero every path computes with zero, and the path masks lie inside its non-zeros."""
     for layer in _kernel_layers(model):
-        for name in pruning._kernel_names(layer):  # pylint: disable=protected-access
+        for name in registry.kernel_names(layer):
             kernel = getattr(layer, name).numpy()
             if not isinstance(layer, cl.ConditionalKernel):
                 continue
@@ -137,13 +138,13 @@ def test_pruning_again_resumes_from_the_zeros_and_only_grows():
     first = {
         (l.name, k): getattr(l, k).numpy() == 0
         for l in _kernel_layers(model)
-        for k in pruning._kernel_names(l)  # pylint: disable=protected-access
+        for k in registry.kernel_names(l)
     }
     pruning.strip_pruning(model)
     assert pruning.pruning_level(model) is None
     pruning.prune(model, 0.6)
     for layer in _kernel_layers(model):
-        for name in pruning._kernel_names(layer):  # pylint: disable=protected-access
+        for name in registry.kernel_names(layer):
             assert np.all((getattr(layer, name).numpy() == 0)[first[layer.name, name]]), (layer.name, name)
     assert min(pruning.kernel_sparsity(model).values()) >= 0.59
 

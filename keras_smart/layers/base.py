@@ -122,6 +122,28 @@ def statistics_collector():
     return getattr(_STATE, "collector", None)
 
 
+def plain_weight_layers(model):
+    """The layers of `model` (nested models opened) that hold weights and are not conditional.
+
+    Their weights compute the same on every path. A layer with sublayers
+    (e.g. LSTM, a plain MultiHeadAttention) is listed once, as itself. Layers
+    whose weights are never trained (preprocessing statistics, e.g.
+    Normalization) are not listed; layers frozen with `trainable=False` are.
+    """
+    for layer in model.layers:
+        if isinstance(layer, _compat.keras.Model):
+            yield from plain_weight_layers(layer)
+        elif isinstance(layer, ConditionalLayer) or not layer.weights:
+            continue
+        elif layer.trainable_weights or not layer.trainable:
+            yield layer
+
+
+def keep_plain_hint(layer):
+    """The way forward every conversion error offers: convert around the layer."""
+    return f"or keep the layer plain: keras_smart.convert(model, ..., skip=[{layer.name!r}])"
+
+
 class _VariableReference:
     """Holds the model's trade-off variable so that Keras does not track it as a layer weight."""
 
@@ -245,5 +267,70 @@ class ConditionalLayer:
         """
         layer = self.source_class.from_config(self.source_config())
         layer.build_from_config(self.get_build_config())
-        assign_weights_by_name(layer, self.folded_weights(float(tradeoff)))
+        self.assign_folded_to(layer, float(tradeoff))
         return layer
+
+    def assign_folded_to(self, layer, tradeoff):
+        """Assigns to the built plain `layer` (a `source_class` instance) the weights folded at `tradeoff`.
+
+        By default `folded_weights(tradeoff)` by short weight name; layers whose
+        sublayers repeat weight names (MultiHeadAttention) assign per sublayer.
+        """
+        assign_weights_by_name(layer, self.folded_weights(tradeoff))
+
+
+ADV_PREFIX = "adv_"
+
+
+class PathPairedWeights(ConditionalLayer):
+    """Mixin: one copy of each weight in `paired_weights` per path, chosen by lam (normalisation layers).
+
+    The clean path (lam = 0) keeps the Keras layer's own weights and names; the
+    adversarial path (every lam > 0) has a copy of each, named with the "adv_"
+    prefix, started from the clean value. Routing is by lam, not by input type.
+    """
+
+    paired_weights = ()
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        for name in self.paired_weights:
+            clean = getattr(self, name, None)
+            if clean is None:  # e.g. center=False: no beta
+                continue
+            options = dict(_compat.NO_AUTOCAST)  # like the Keras layer's own weights
+            if _compat.IS_LEGACY:  # tf_keras keeps batch-norm's moving statistics as ON_READ, MEAN variables
+                options.update(synchronization=clean.synchronization, aggregation=clean.aggregation)
+            setattr(
+                self,
+                ADV_PREFIX + name,
+                self.add_weight(
+                    name=ADV_PREFIX + name,
+                    shape=tuple(clean.shape),
+                    initializer=_compat.keras.initializers.Constant(0.0),
+                    trainable=clean.trainable,
+                    **options,
+                ),
+            )
+            getattr(self, ADV_PREFIX + name).assign(clean)
+
+    def _routed(self, name, a):
+        """The clean value of weight `name` at a = 0, the adversarial one at a = 1 (float32); None if absent."""
+        clean = getattr(self, name, None)
+        if clean is None:
+            return None
+        adv = getattr(self, ADV_PREFIX + name)
+        return (1.0 - a) * tf.cast(clean, tf.float32) + a * tf.cast(adv, tf.float32)
+
+    def copy_source_weights(self, layer):
+        """Both paths start from the plain layer's weights."""
+        values = weights_by_name(layer)
+        for name in self.paired_weights:
+            if name in values:
+                getattr(self, name).assign(values[name])
+                getattr(self, ADV_PREFIX + name).assign(values[name])
+
+    def folded_weights(self, tradeoff):
+        values = weights_by_name(self)
+        prefix = ADV_PREFIX if tradeoff > 0 else ""
+        return {name: values[prefix + name] for name in self.paired_weights if name in values}

@@ -174,13 +174,22 @@ class ConditionalKernel(base.ConditionalLayer):
 # --- what each Keras layer computes with its kernel(s) ----------------------------------------------
 
 
-def _tf_data_format(layer):
-    return "NHWC" if layer.data_format == "channels_last" else "NCHW"
+def _channels_first(layer):
+    return layer.data_format == "channels_first"
 
 
-def _add_bias_and_activate(layer, outputs, data_format=None):
+def _tf_data_format(layer, rank=2):
+    spatial = "DHW"[3 - rank:] if rank > 1 else "W"
+    return f"NC{spatial}" if _channels_first(layer) else f"N{spatial}C"
+
+
+def _add_bias_and_activate(layer, outputs, channels_first=False):
     if layer.use_bias:
-        outputs = tf.nn.bias_add(outputs, tf.cast(layer.bias, outputs.dtype), data_format=data_format)
+        bias = tf.cast(layer.bias, outputs.dtype)
+        if channels_first:  # bias_add knows NCHW only among the channels-first formats
+            outputs = outputs + tf.reshape(bias, (1, -1) + (1,) * (outputs.shape.rank - 2))
+        else:
+            outputs = tf.nn.bias_add(outputs, bias)
     if layer.activation is not None:
         outputs = layer.activation(outputs)
     return outputs
@@ -188,34 +197,87 @@ def _add_bias_and_activate(layer, outputs, data_format=None):
 
 def _four_d_strides(layer):
     strides = tuple(layer.strides)
-    return (1, 1) + strides if layer.data_format == "channels_first" else (1,) + strides + (1,)
+    return (1, 1) + strides if _channels_first(layer) else (1,) + strides + (1,)
 
 
-class Conv2DMath:
+class ConvMath:
+    """Conv1D / Conv2D / Conv3D with any `groups`, "causal" padding (Conv1D) and dilation."""
+
     kernel_names = ("kernel",)
 
     @classmethod
     def check_source(cls, layer):
-        """Raises if the plain `layer` has a configuration this class cannot reproduce."""
-        if getattr(layer, "groups", 1) != 1:
-            raise ValueError(
-                f"Conv2D layer '{layer.name}' has groups={layer.groups}; conditional kernels support "
-                "groups=1 only. Ways forward: use groups=1, or keep this layer plain by "
-                "converting the rest of the model around it."
-            )
+        """Every Conv1D / Conv2D / Conv3D configuration is supported."""
 
     def _linear(self, inputs, kernel):
-        return tf.nn.convolution(
-            inputs,
-            kernel,
-            strides=self.strides,
-            padding=self.padding.upper(),
-            data_format=_tf_data_format(self),
-            dilations=self.dilation_rate,
+        padding = self.padding.upper()
+        if padding == "CAUSAL":  # what Keras's Conv1D does: pad the past, then a valid convolution
+            left = self.dilation_rate[0] * (self.kernel_size[0] - 1)
+            time_axis = 2 if _channels_first(self) else 1
+            paddings = [[0, 0], [0, 0], [0, 0]]
+            paddings[time_axis] = [left, 0]
+            inputs = tf.pad(inputs, paddings)
+            padding = "VALID"
+        rank = len(self.kernel_size)
+
+        def convolve(x, k):
+            return tf.nn.convolution(
+                x, k, strides=self.strides, padding=padding, data_format=_tf_data_format(self, rank),
+                dilations=self.dilation_rate,
+            )
+
+        if self.groups == 1 or rank < 3:  # TensorFlow's CPU kernels group 1-D and 2-D convolutions
+            return convolve(inputs, kernel)
+        # Grouped 3-D: one convolution per group (TensorFlow's CPU Conv3D has no groups).
+        channel_axis = 1 if _channels_first(self) else -1
+        parts = zip(tf.split(inputs, self.groups, axis=channel_axis), tf.split(kernel, self.groups, axis=-1))
+        return tf.concat([convolve(x, k) for x, k in parts], axis=channel_axis)
+
+    def _bias_and_activation(self, outputs):
+        return _add_bias_and_activate(self, outputs, _channels_first(self))
+
+
+def _transposed_length(length, kernel_size, stride, padding, output_padding, dilation):
+    """Keras's output length of a transposed convolution along one axis."""
+    kernel_size = (kernel_size - 1) * dilation + 1
+    if padding == "valid":
+        extra = max(kernel_size, stride) - kernel_size if output_padding is None else output_padding
+        return (length - 1) * stride + kernel_size + extra
+    if output_padding is None:
+        return length * stride
+    return (length - 1) * stride + kernel_size % 2 + output_padding
+
+
+class ConvTransposeMath:
+    """Conv2DTranspose: the gradient of a convolution, with Keras's output shape rule."""
+
+    kernel_names = ("kernel",)
+
+    @classmethod
+    def check_source(cls, layer):
+        """Every Conv2DTranspose configuration is supported."""
+
+    def _linear(self, inputs, kernel):
+        rank = len(self.kernel_size)
+        spatial_axes = range(2, 2 + rank) if _channels_first(self) else range(1, 1 + rank)
+        dynamic = tf.shape(inputs)
+        output_padding = self.output_padding or (None,) * rank
+        lengths = [
+            _transposed_length(
+                inputs.shape[axis] if inputs.shape[axis] is not None else dynamic[axis],
+                self.kernel_size[i], self.strides[i], self.padding, output_padding[i], self.dilation_rate[i],
+            )
+            for i, axis in enumerate(spatial_axes)
+        ]
+        filters = kernel.shape[-2]
+        shape = [dynamic[0], filters, *lengths] if _channels_first(self) else [dynamic[0], *lengths, filters]
+        return tf.nn.conv_transpose(
+            inputs, kernel, tf.stack(shape), strides=self.strides, padding=self.padding.upper(),
+            data_format=_tf_data_format(self, rank), dilations=self.dilation_rate,
         )
 
     def _bias_and_activation(self, outputs):
-        return _add_bias_and_activate(self, outputs, _tf_data_format(self))
+        return _add_bias_and_activate(self, outputs, _channels_first(self))
 
 
 class DepthwiseConv2DMath:
@@ -236,7 +298,7 @@ class DepthwiseConv2DMath:
         )
 
     def _bias_and_activation(self, outputs):
-        return _add_bias_and_activate(self, outputs, _tf_data_format(self))
+        return _add_bias_and_activate(self, outputs, _channels_first(self))
 
 
 class SeparableConv2DMath:
@@ -258,7 +320,7 @@ class SeparableConv2DMath:
         )
 
     def _bias_and_activation(self, outputs):
-        return _add_bias_and_activate(self, outputs, _tf_data_format(self))
+        return _add_bias_and_activate(self, outputs, _channels_first(self))
 
 
 class DenseMath:
@@ -270,7 +332,8 @@ class DenseMath:
         if getattr(layer, "lora_rank", None):
             raise ValueError(
                 f"Dense layer '{layer.name}' has LoRA enabled (lora_rank={layer.lora_rank}); "
-                "conditional kernels need a plain kernel. Merge or disable LoRA before convert."
+                "conditional kernels need a plain kernel. Ways forward: merge or disable LoRA before "
+                f"convert, {base.keep_plain_hint(layer)}."
             )
 
     def _linear(self, inputs, kernel):
@@ -280,3 +343,46 @@ class DenseMath:
 
     def _bias_and_activation(self, outputs):
         return _add_bias_and_activate(self, outputs)
+
+
+def _quantization_mode(layer):
+    """Keras 3's quantization mode of a layer ("int8", "float8", ...), None when not quantized."""
+    mode = getattr(layer, "quantization_mode", None)
+    policy = getattr(layer, "dtype_policy", None)
+    return mode or getattr(policy, "quantization_mode", None)
+
+
+class EinsumDenseMath:
+    """EinsumDense: `einsum(equation, inputs, kernel)`, then the bias broadcast over the output."""
+
+    kernel_names = ("kernel",)
+
+    @classmethod
+    def check_source(cls, layer):
+        """Raises for a LoRA-enabled or quantized EinsumDense (conditional kernels need a plain kernel)."""
+        problem = cls.unsupported(layer)
+        if problem:
+            raise ValueError(
+                f"EinsumDense layer '{layer.name}' {problem}; conditional kernels need a plain float "
+                "kernel. Ways forward: merge or disable LoRA, convert the float model before "
+                f"quantizing it, {base.keep_plain_hint(layer)}."
+            )
+
+    @staticmethod
+    def unsupported(layer):
+        """What in the plain EinsumDense `layer` a conditional kernel cannot reproduce, or None."""
+        if getattr(layer, "lora_rank", None) or getattr(layer, "lora_enabled", False):
+            return f"has LoRA enabled (lora_rank={getattr(layer, 'lora_rank', None)})"
+        if _quantization_mode(layer) is not None:
+            return f"is quantized (quantization_mode={_quantization_mode(layer)!r})"
+        return None
+
+    def _linear(self, inputs, kernel):
+        return tf.einsum(self.equation, inputs, kernel)
+
+    def _bias_and_activation(self, outputs):
+        if self.bias is not None:  # shaped by Keras to broadcast against the output's trailing axes
+            outputs = outputs + tf.cast(self.bias, outputs.dtype)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs

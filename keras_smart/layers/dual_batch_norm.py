@@ -8,20 +8,20 @@ from keras_smart.layers import base
 keras = _compat.keras
 
 # The clean path keeps BatchNormalization's own weight names; the adversarial one adds a prefix.
-_BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
-ADV_PREFIX = "adv_"
+ADV_PREFIX = base.ADV_PREFIX
 
 
 def _check_no_mask(layer, mask):
     if mask is not None:
         raise ValueError(
             f"Layer '{layer.name}' received a Keras mask; dual batch-norm computes unmasked "
-            "statistics. Remove the masking upstream (e.g. mask_zero) or keep this layer plain."
+            f"statistics. Ways forward: remove the masking upstream (e.g. mask_zero), "
+            f"{base.keep_plain_hint(layer)}."
         )
 
 
 @_compat.register_serializable
-class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalization):
+class DualBatchNormalization(base.PathPairedWeights, keras.layers.BatchNormalization):
     """A `keras.layers.BatchNormalization` with a clean (lam = 0) and an adversarial (lam > 0) set.
 
     Routing is by lam, not by input type (OAT): every lam > 0 uses the
@@ -35,6 +35,7 @@ class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalizat
     """
 
     source_class = keras.layers.BatchNormalization
+    paired_weights = ("gamma", "beta", "moving_mean", "moving_variance")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -53,35 +54,12 @@ class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalizat
             raise ValueError(
                 f"BatchNormalization layer '{layer.name}' uses {unsupported}, which dual batch-norm "
                 "does not support. Ways forward: rebuild the model with plain BatchNormalization "
-                "(renorm=False, synchronized=False, virtual_batch_size=None), or keep this layer "
-                "out of the conversion."
+                f"(renorm=False, synchronized=False, virtual_batch_size=None), {base.keep_plain_hint(layer)}."
             )
 
     @classmethod
     def check_options(cls):
         """Dual batch-norm has no arguments of its own."""
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        for name in _BN_WEIGHTS:
-            clean = getattr(self, name, None)
-            if clean is None:
-                continue
-            kwargs = dict(_compat.NO_AUTOCAST)  # like BatchNormalization's own weights
-            if _compat.IS_LEGACY:  # tf_keras keeps moving statistics as ON_READ, MEAN variables.
-                kwargs.update(synchronization=clean.synchronization, aggregation=clean.aggregation)
-            setattr(
-                self,
-                ADV_PREFIX + name,
-                self.add_weight(
-                    name=ADV_PREFIX + name,
-                    shape=tuple(clean.shape),
-                    initializer=keras.initializers.Constant(0.0),
-                    trainable=clean.trainable,
-                    **kwargs,
-                ),
-            )
-            getattr(self, ADV_PREFIX + name).assign(clean)
 
     def _axis(self, rank):
         axis = self.axis
@@ -93,14 +71,6 @@ class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalizat
                 )
             axis = axis[0]
         return axis % rank
-
-    def _routed(self, name, a):
-        """The clean value of weight `name` at a = 0, the adversarial one at a = 1."""
-        clean = getattr(self, name, None)
-        if clean is None:
-            return None
-        adv = getattr(self, ADV_PREFIX + name)
-        return (1.0 - a) * tf.cast(clean, tf.float32) + a * tf.cast(adv, tf.float32)
 
     def normalize(self, inputs, training, lam):
         """Batch-norm of `inputs` with the parameters of the path lam selects, in float32."""
@@ -155,15 +125,3 @@ class DualBatchNormalization(base.ConditionalLayer, keras.layers.BatchNormalizat
         _check_no_mask(self, mask)
         outputs = self.normalize(inputs, training, self.current_tradeoff())
         return tf.cast(outputs, self.compute_dtype)
-
-    def copy_source_weights(self, layer):
-        values = base.weights_by_name(layer)
-        for name in _BN_WEIGHTS:
-            if name in values:
-                getattr(self, name).assign(values[name])
-                getattr(self, ADV_PREFIX + name).assign(values[name])
-
-    def folded_weights(self, tradeoff):
-        values = base.weights_by_name(self)
-        prefix = ADV_PREFIX if tradeoff > 0 else ""
-        return {name: values[prefix + name] for name in _BN_WEIGHTS if name in values}

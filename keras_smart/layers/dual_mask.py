@@ -59,7 +59,7 @@ class DualMask(ck.ConditionalKernel):
 
 
 @_compat.register_serializable
-class DualMaskConv2D(DualMask, ck.Conv2DMath, keras.layers.Conv2D):
+class DualMaskConv2D(DualMask, ck.ConvMath, keras.layers.Conv2D):
     """A `keras.layers.Conv2D` with a clean and an adversarial mask over its kernel.
 
     Example:
@@ -102,3 +102,48 @@ class DualMaskDense(DualMask, ck.DenseMath, keras.layers.Dense):
     """
 
     source_class = keras.layers.Dense
+
+
+@_compat.register_serializable
+class DualMaskConv1D(DualMask, ck.ConvMath, keras.layers.Conv1D):
+    """A `keras.layers.Conv1D` with a clean and an adversarial mask over its kernel.
+
+    Example:
+      >>> y = DualMaskConv1D(8, 3, padding="causal")(tf.zeros((1, 16, 3)))
+    """
+
+    source_class = keras.layers.Conv1D
+
+
+@_compat.register_serializable
+class DualMaskConv3D(DualMask, ck.ConvMath, keras.layers.Conv3D):
+    """A `keras.layers.Conv3D` with a clean and an adversarial mask over its kernel.
+
+    Example:
+      >>> y = DualMaskConv3D(4, 3, groups=2)(tf.zeros((1, 6, 6, 6, 4)))
+    """
+
+    source_class = keras.layers.Conv3D
+
+
+@_compat.register_serializable
+class DualMaskConv2DTranspose(DualMask, ck.ConvTransposeMath, keras.layers.Conv2DTranspose):
+    """A `keras.layers.Conv2DTranspose` with a clean and an adversarial mask over its kernel.
+
+    Example:
+      >>> y = DualMaskConv2DTranspose(4, 3, strides=2, padding="same")(tf.zeros((1, 8, 8, 3)))
+    """
+
+    source_class = keras.layers.Conv2DTranspose
+
+
+@_compat.register_serializable
+class DualMaskEinsumDense(DualMask, ck.EinsumDenseMath, keras.layers.EinsumDense):
+    """A `keras.layers.EinsumDense` with a clean and an adversarial mask over its kernel.
+
+    Example:
+      >>> layer = DualMaskEinsumDense("abc,cd->abd", output_shape=(None, 8), bias_axes="d")
+      >>> y = layer(tf.zeros((2, 4, 5)))
+    """
+
+    source_class = keras.layers.EinsumDense

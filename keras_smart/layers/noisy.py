@@ -48,7 +48,7 @@ class Noisy(ck.ConditionalKernel):
 
 
 @_compat.register_serializable
-class NoisyConv2D(Noisy, ck.Conv2DMath, keras.layers.Conv2D):
+class NoisyConv2D(Noisy, ck.ConvMath, keras.layers.Conv2D):
     """A `keras.layers.Conv2D` whose kernel carries lam-scaled learnable noise.
 
     Example:
@@ -89,3 +89,47 @@ class NoisyDense(Noisy, ck.DenseMath, keras.layers.Dense):
     """
 
     source_class = keras.layers.Dense
+
+
+@_compat.register_serializable
+class NoisyConv1D(Noisy, ck.ConvMath, keras.layers.Conv1D):
+    """A `keras.layers.Conv1D` whose kernel carries lam-scaled learnable noise.
+
+    Example:
+      >>> y = NoisyConv1D(8, 3, seed=0)(tf.zeros((1, 16, 3)))
+    """
+
+    source_class = keras.layers.Conv1D
+
+
+@_compat.register_serializable
+class NoisyConv3D(Noisy, ck.ConvMath, keras.layers.Conv3D):
+    """A `keras.layers.Conv3D` whose kernel carries lam-scaled learnable noise.
+
+    Example:
+      >>> y = NoisyConv3D(4, 3)(tf.zeros((1, 6, 6, 6, 2)))
+    """
+
+    source_class = keras.layers.Conv3D
+
+
+@_compat.register_serializable
+class NoisyConv2DTranspose(Noisy, ck.ConvTransposeMath, keras.layers.Conv2DTranspose):
+    """A `keras.layers.Conv2DTranspose` whose kernel carries lam-scaled learnable noise.
+
+    Example:
+      >>> y = NoisyConv2DTranspose(4, 3, strides=2)(tf.zeros((1, 8, 8, 3)))
+    """
+
+    source_class = keras.layers.Conv2DTranspose
+
+
+@_compat.register_serializable
+class NoisyEinsumDense(Noisy, ck.EinsumDenseMath, keras.layers.EinsumDense):
+    """A `keras.layers.EinsumDense` whose kernel carries lam-scaled learnable noise.
+
+    Example:
+      >>> y = NoisyEinsumDense("abc,cd->abd", output_shape=(None, 8), seed=0)(tf.zeros((2, 4, 5)))
+    """
+
+    source_class = keras.layers.EinsumDense

@@ -13,7 +13,14 @@ from tests.models import keras
 
 def _in_model(layer, x):
     inputs = keras.Input(x.shape[1:])
-    return keras_smart.SmartModel(inputs, layer(inputs))
+    return keras_smart.SmartModel(inputs, cases.call(layer, inputs))
+
+
+def _kernel_layers(layer):
+    """The conditional kernels `layer` computes with: itself, or its projections (attention)."""
+    if isinstance(layer, cl.ConditionalKernel):
+        return [layer]
+    return [l for l in getattr(layer, "projections", dict)().values() if isinstance(l, cl.ConditionalKernel)]
 
 
 @pytest.mark.parametrize("cls", cases.CLASSES, ids=cases.IDS)
@@ -21,7 +28,7 @@ def test_from_layer_computes_what_the_plain_layer_computes(cls):
     source, x = cases.source_and_input(cls)
     layer = cls.from_layer(source)
     assert layer.name == source.name
-    np.testing.assert_allclose(layer(x), source(x), atol=1e-5)
+    np.testing.assert_allclose(cases.call(layer, x), cases.call(source, x), atol=1e-5)
 
 
 @pytest.mark.parametrize("cls", cases.CLASSES, ids=cases.IDS)
@@ -34,16 +41,19 @@ def test_from_layer_rejects_other_layer_types(cls):
 def test_weights_masks_are_non_trainable_and_shapes_match(cls):
     source, x = cases.source_and_input(cls)
     layer = cls.from_layer(source)
-    assert layer(x).shape == source(x).shape
+    assert cases.call(layer, x).shape == cases.call(source, x).shape
     trainable = {_compat.weight_name(w) for w in layer.trainable_weights}
     frozen = {_compat.weight_name(w) for w in layer.non_trainable_weights}
     source_names = {_compat.weight_name(w) for w in source.weights}
     assert source_names <= trainable | frozen
     assert not any(n.endswith("_mask") for n in trainable)
-    if isinstance(layer, cl.ConditionalKernel):
-        expected_masks = {n for k in layer.kernel_names for n in layer.mask_names(k)}
+    kernels = _kernel_layers(layer)
+    if kernels:  # the layer's own kernels, or its projections' (attention)
+        expected_masks = {n for l in kernels for k in l.kernel_names for n in l.mask_names(k)}
         assert {n for n in frozen if n.endswith("_mask")} == expected_masks
-        assert len(layer.weights) == len(source.weights) + len(layer.conditional_weight_names())
+        added = sum(len(l.conditional_weight_names()) for l in kernels)
+        assert len(layer.weights) == len(source.weights) + added
+        assert len({id(w) for w in layer.weights}) == len(layer.weights), "a weight is tracked twice"
     else:  # dual batch-norm: a second set of every batch-norm weight
         assert {"adv_" + n for n in source_names} <= trainable | frozen
 
@@ -66,10 +76,10 @@ def test_to_layer_folds_the_layer_at_that_tradeoff(cls, tradeoff):
     layer = cls.from_layer(source)
     models.randomize_conditional_state(_in_model(layer, x), seed=3)
     with cl.tradeoff_override(tradeoff), cl.expected_noise():
-        expected = layer(x).numpy()
+        expected = cases.call(layer, x).numpy()
     plain = layer.to_layer(tradeoff)
     assert plain.name == layer.name
-    np.testing.assert_allclose(plain(x), expected, atol=1e-5)
+    np.testing.assert_allclose(cases.call(plain, x), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("cls", cases.CLASSES, ids=cases.IDS)
@@ -101,5 +111,5 @@ def test_a_layer_reads_its_models_tradeoff_and_an_unbound_one_reads_zero(cls):
     unbound.build_from_config(layer.get_build_config())
     unbound.set_weights(layer.get_weights())
     with cl.expected_noise():
-        np.testing.assert_allclose(layer(x), layer.to_layer(1.0)(x), atol=1e-5)
-        np.testing.assert_allclose(unbound(x), layer.to_layer(0.0)(x), atol=1e-5)
+        np.testing.assert_allclose(cases.call(layer, x), cases.call(layer.to_layer(1.0), x), atol=1e-5)
+        np.testing.assert_allclose(cases.call(unbound, x), cases.call(layer.to_layer(0.0), x), atol=1e-5)
