@@ -16,8 +16,10 @@ $(INSTALLED): setup.py
 demo: $(INSTALLED)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/keras-smart demo
 
-# The suite runs in both Keras flavours: Keras 3 (default), then tf_keras.
-test: test-keras3 test-tf-keras
+# The suite runs in both Keras flavours, Keras 3 (default) and tf_keras, side by side: one process
+# per core. Each flavour's output is printed as a whole when it finishes; either failing fails `test`.
+test: $(INSTALLED)
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-keras3 test-tf-keras
 
 test-keras3: $(INSTALLED)
 	TF_USE_LEGACY_KERAS=0 $(PYTEST) tests
