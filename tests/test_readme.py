@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from keras_smart import _compat
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 _BLOCK = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
 
@@ -25,8 +27,9 @@ def test_the_readme_has_python_blocks():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("legacy", ["0", "1"], ids=["keras3", "tf_keras"])
-def test_readme_python_blocks_run_in_one_interpreter(legacy, tmp_path):
+def test_readme_python_blocks_run_in_one_interpreter(tmp_path):
+    """In the flavour this suite runs (`make test` runs the suite in both)."""
+    legacy = "1" if _compat.IS_LEGACY else "0"
     script = tmp_path / "readme.py"
     script.write_text("\n\n".join(_python_blocks()), encoding="utf-8")
     env = dict(os.environ)
