@@ -3,7 +3,9 @@
 import dataclasses
 import enum
 import math
-import numbers
+
+
+from keras_smart import validation
 
 
 class Method(str, enum.Enum):
@@ -69,36 +71,9 @@ def coerce_enum(enum_cls, value, arg_name):
         ) from None
 
 
-def check_tradeoff(lam, arg_name="lam"):
-    """Validates a trade-off value and returns it as a Python float in [0, 1]."""
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
-        # NumPy scalars are numbers.Real; 0-d arrays and tensors are not, on purpose.
-        raise TypeError(
-            f"`{arg_name}` must be a real number in [0, 1]. "
-            f"Received: {arg_name}={lam!r} of type {type(lam).__name__}"
-        )
-    lam = float(lam)
-    if math.isnan(lam) or not 0.0 <= lam <= 1.0:
-        raise ValueError(
-            f"`{arg_name}` must be in [0, 1] (0 = clean, 1 = most robust). Received: {arg_name}={lam}"
-        )
-    return lam
-
-
-def check_density(density, arg_name="density"):
-    """Validates one density (share of weights kept) and returns it as a float in (0, 1]."""
-    if isinstance(density, bool) or not isinstance(density, numbers.Real):
-        raise TypeError(
-            f"`{arg_name}` must be a real number in (0, 1]. "
-            f"Received: {arg_name}={density!r} of type {type(density).__name__}"
-        )
-    density = float(density)
-    if math.isnan(density) or not 0.0 < density <= 1.0:
-        raise ValueError(
-            f"`{arg_name}` must be in (0, 1] (the share of weights a mask keeps). "
-            f"Received: {arg_name}={density}"
-        )
-    return density
+# The shared checks, re-exported where callers have always found them.
+check_tradeoff = validation.check_tradeoff
+check_density = validation.check_density
 
 
 class AttackKind(str, enum.Enum):
@@ -131,12 +106,6 @@ class BatchNormMode(str, enum.Enum):
     TRAIN = "train"
 
 
-def _check_positive_real(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a positive number. Received: {name}={value!r}")
-    if not value > 0:
-        raise ValueError(f"`{name}` must be > 0. Received: {name}={value}")
-    return float(value)
 
 
 def check_eps(eps, norm, clip_min, clip_max, input_size=None, *, range_fix="set clip_max=255"):
@@ -242,18 +211,17 @@ class AttackConfig:
                 f"step_schedule={self.step_schedule.value!r}, or step_schedule='fixed'. "
                 f"Received: kind='fgsm', step_schedule={self.step_schedule.value!r}"
             )
-        set_("eps", _check_positive_real(self.eps, "eps"))
+        set_("eps", validation.check_positive(self.eps, "eps"))
         if self.steps is None:
             set_("steps", 1 if self.kind == AttackKind.FGSM else 7)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral) or self.steps < 1:
-            raise ValueError(f"`steps` must be an int >= 1. Received: steps={self.steps!r}")
+        set_("steps", validation.check_int(self.steps, "steps", minimum=1))
         if self.kind == AttackKind.FGSM and self.steps != 1:
             raise ValueError(f"FGSM is a single step: use steps=1 or kind='pgd'. Received: steps={self.steps}")
         step_size = self.step_size
         if step_size is None:
             fixed = self.step_schedule == StepSchedule.FIXED
             step_size = 2.5 * self.eps / self.steps if fixed else 2.0 * self.eps
-        set_("step_size", _check_positive_real(step_size, "step_size"))
+        set_("step_size", validation.check_positive(step_size, "step_size"))
         if not self.clip_min < self.clip_max:
             raise ValueError(
                 "`clip_min` must be below `clip_max`. "
@@ -280,7 +248,10 @@ class Sampling(str, enum.Enum):
     BATCH = "batch"
 
 
-OAT_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+# The trade-offs OAT trains with, and the grid `evaluate_tradeoff` and the CLI evaluate by default.
+OAT_TRADEOFFS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+OAT_LAMBDAS = OAT_TRADEOFFS  # the old name, kept for one release
+EVALUATION_TRADEOFFS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 class AdversarialLoss(str, enum.Enum):
@@ -309,10 +280,11 @@ class AdversarialConfig:
 
     Attributes:
       attack: the `AttackConfig` that makes x_adv (through the path being trained).
-      lambdas: the trade-off values training draws from; must include 0 (OAT's set by default).
+      tradeoffs: the trade-off values training draws from; must include 0 (OAT's set by default).
+        (`lambdas=`, its old name, still works for one release, with a DeprecationWarning.)
       sampling: "element" (default): in each batch exactly ceil(clean_share * B)
         examples get lam = 0 and the rest draw uniformly from the non-zero values;
-        "batch": one value for the whole batch, uniform over `lambdas`.
+        "batch": one value for the whole batch, uniform over `tradeoffs`.
       clean_share: the lam = 0 quota for "element" sampling (OAT: 1/6).
       seed: seed of the lam draws (with the optimizer step: a resumed run draws the same).
       loss: an `AdversarialLoss` (or its string value): "oat" (default),
@@ -326,15 +298,19 @@ class AdversarialConfig:
     """
 
     attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
-    lambdas: tuple = OAT_LAMBDAS
+    tradeoffs: tuple = OAT_TRADEOFFS
     sampling: Sampling = Sampling.ELEMENT
     clean_share: float = 1 / 6
     seed: int = 0
     loss: AdversarialLoss = AdversarialLoss.OAT
     beta: float = None
     shared_weights: str = "both"
+    lambdas: dataclasses.InitVar[tuple] = validation.UNSET
 
-    def __post_init__(self):
+    def __post_init__(self, lambdas):
+        tradeoffs = validation.renamed_argument(
+            "AdversarialConfig", "lambdas", lambdas, "tradeoffs", self.tradeoffs, OAT_TRADEOFFS
+        )
         if self.shared_weights not in ("both", "adversarial"):
             raise ValueError(
                 '`shared_weights` must be "both" or "adversarial". '
@@ -349,7 +325,7 @@ class AdversarialConfig:
                 )
         else:
             beta = DEFAULT_BETA[self.loss] if self.beta is None else self.beta
-            object.__setattr__(self, "beta", _check_positive_real(beta, "beta"))
+            object.__setattr__(self, "beta", validation.check_positive(beta, "beta"))
         if not isinstance(self.attack, AttackConfig):
             raise TypeError(f"`attack` must be an AttackConfig. Received: {type(self.attack).__name__}")
         if self.loss == AdversarialLoss.TRADES and self.attack.step_schedule == StepSchedule.APGD:
@@ -357,22 +333,16 @@ class AdversarialConfig:
                 "loss='trades' attacks the KL divergence to the model's own prediction, which APGD-CE "
                 "(step_schedule='apgd') does not support: use step_schedule='fixed' or 'cosine'."
             )
-        if isinstance(self.lambdas, (str, bytes)) or not hasattr(self.lambdas, "__iter__"):
-            raise TypeError(f"`lambdas` must be a sequence of numbers in [0, 1]. Received: {self.lambdas!r}")
-        lambdas = tuple(sorted({check_tradeoff(v, "lambdas[i]") for v in self.lambdas}))
-        if 0.0 not in lambdas or len(lambdas) < 2:
+        checked = validation.check_tradeoffs(tradeoffs, "tradeoffs")
+        if 0.0 not in checked or len(checked) < 2:
             raise ValueError(
-                "`lambdas` must contain 0 (the clean path) and at least one value > 0. "
-                f"Received: lambdas={self.lambdas!r}"
+                "`tradeoffs` must contain 0 (the clean path) and at least one value > 0. "
+                f"Received: tradeoffs={tradeoffs!r}"
             )
-        object.__setattr__(self, "lambdas", lambdas)
+        object.__setattr__(self, "tradeoffs", checked)
         object.__setattr__(self, "sampling", coerce_enum(Sampling, self.sampling, "sampling"))
-        if isinstance(self.clean_share, bool) or not isinstance(self.clean_share, numbers.Real) or not (
-            0.0 <= self.clean_share <= 1.0
-        ):
-            raise ValueError(f"`clean_share` must be in [0, 1]. Received: clean_share={self.clean_share!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise TypeError(f"`seed` must be an int. Received: seed={self.seed!r}")
+        object.__setattr__(self, "clean_share", validation.check_real(self.clean_share, "clean_share", low=0.0, high=1.0))
+        object.__setattr__(self, "seed", validation.check_seed(self.seed))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,13 +381,8 @@ class MaskConfig:
             d = check_density(density)
             density = (d, d)
         object.__setattr__(self, "density", density)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise TypeError(f"`seed` must be an int. Received: seed={self.seed!r}")
+        object.__setattr__(self, "seed", validation.check_seed(self.seed))
         if self.max_overlap is not None:
-            if isinstance(self.max_overlap, bool) or not isinstance(self.max_overlap, numbers.Real) or not (
-                0.0 <= self.max_overlap <= 1.0
-            ):
-                raise ValueError(
-                    f"`max_overlap` must be None or a number in [0, 1]. Received: max_overlap={self.max_overlap!r}"
-                )
-            object.__setattr__(self, "max_overlap", float(self.max_overlap))
+            object.__setattr__(
+                self, "max_overlap", validation.check_real(self.max_overlap, "max_overlap", low=0.0, high=1.0)
+            )

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from keras_smart import _compat
 from keras_smart import attacks
-from keras_smart import batching
+from keras_smart import inputs
 from keras_smart import config as config_lib
 from keras_smart import registry
 from keras_smart.attacks import common as attacks_common
@@ -414,7 +414,7 @@ def design_masks(
         rng = np.random.default_rng(mask_config.seed)
         scores = [[rng.random(k.variables[0].shape) for _ in k.variables] for k in kernels]
     else:
-        batches = batching.take_batches(data, batch_size, max_batches, "mask design from training signal")
+        batches = inputs.take_batches(data, batch_size, max_batches, "mask design from training signal")
         gradients = _MaskGradients(model, kernels, attack or _default_attack(model), loss_fn)
         previous = get_masks(model)
         try:

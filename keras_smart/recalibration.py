@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_smart import _compat
 from keras_smart import attacks
-from keras_smart import batching
+from keras_smart import inputs
 from keras_smart import config as config_lib
 from keras_smart.layers import base
 from keras_smart.layers import dual_batch_norm
@@ -148,7 +148,7 @@ def recalibrate_batchnorm(model, data, *, tradeoffs=(0.0, 1.0), attack=None, bat
     for value, arg in ((batch_size, "batch_size"), (max_batches, "max_batches")):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"`{arg}` must be an int >= 1. Received: {arg}={value!r}")
-    batches = batching.take_batches(data, batch_size, max_batches, "batch-norm recalibration")
+    batches = inputs.take_batches(data, batch_size, max_batches, "batch-norm recalibration")
     collector = _Collector(layers)
     bn_training = attack is not None and attack.bn_mode == config_lib.BatchNormMode.TRAIN
 

@@ -161,3 +161,30 @@ def _einsum_positions(layer):
     if any(d is None for d in free):
         return None
     return int(math.prod(free))
+
+
+# --- which method made a model --------------------------------------------------------------------
+
+
+def method_of(model):
+    """The conversion `Method` a model's conditional layers come from, or None.
+
+    Read from the layers, so it also answers for a model loaded from a `.keras`
+    file: dual-mask kernels mean SMART, noisy kernels FLOAT (FLOATS when they
+    carry a mask), FiLM layers OAT. None for a plain model, a model with only
+    dual normalisation layers (every kernel skipped), or a mix of methods.
+
+    Example:
+      >>> method_of(keras_smart.convert(cnn, "floats")).value
+      'floats'
+    """
+    kinds = set()
+    for layer in _compat.flatten_layers(model):
+        if isinstance(layer, cl.ConditionalKernel):
+            if layer.mask_kind == "dual":
+                kinds.add(config_lib.Method.SMART)
+            else:
+                kinds.add(config_lib.Method.FLOATS if layer.mask_kind == "single" else config_lib.Method.FLOAT)
+        elif isinstance(layer, cl.FiLMDualBatchNormalization):
+            kinds.add(config_lib.Method.OAT)
+    return kinds.pop() if len(kinds) == 1 else None

@@ -180,13 +180,13 @@ class SmartModel(keras.Model):
     def sample_tradeoffs(self, batch_size):
         """lam for each example of a batch, per the adversarial config (a float32 vector)."""
         adversarial = self._adversarial.config
-        lambdas = tf.constant(adversarial.lambdas, tf.float32)
+        tradeoffs = tf.constant(adversarial.tradeoffs, tf.float32)
         seed = tf.stack([tf.constant(adversarial.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
         if adversarial.sampling == config_lib.Sampling.BATCH:
-            index = tf.random.stateless_uniform([], seed, maxval=len(adversarial.lambdas), dtype=tf.int32)
-            return tf.fill([batch_size], tf.gather(lambdas, index))
-        nonzero = lambdas[1:]
-        index = tf.random.stateless_uniform([batch_size], seed, maxval=len(adversarial.lambdas) - 1, dtype=tf.int32)
+            index = tf.random.stateless_uniform([], seed, maxval=len(adversarial.tradeoffs), dtype=tf.int32)
+            return tf.fill([batch_size], tf.gather(tradeoffs, index))
+        nonzero = tradeoffs[1:]
+        index = tf.random.stateless_uniform([batch_size], seed, maxval=len(adversarial.tradeoffs) - 1, dtype=tf.int32)
         clean = tf.cast(tf.math.ceil(adversarial.clean_share * tf.cast(batch_size, tf.float32)), tf.int32)
         return tf.where(tf.range(batch_size) < clean, 0.0, tf.gather(nonzero, index))
 
@@ -234,9 +234,9 @@ class SmartModel(keras.Model):
         lam = self.sample_tradeoffs(batch_size)
 
         if self._groups_by_value():
-            table = tf.constant(adversarial.lambdas, tf.float32)
+            table = tf.constant(adversarial.tradeoffs, tf.float32)
             group_ids = tf.cast(tf.argmin(tf.abs(lam[:, None] - table[None, :]), axis=1), tf.int32)
-            group_lams = list(adversarial.lambdas)
+            group_lams = list(adversarial.tradeoffs)
         else:
             group_ids = tf.cast(lam > 0.0, tf.int32)
             group_lams = [0.0, None]  # None: the group's per-example lam
