@@ -1,6 +1,7 @@
 """evaluate_tradeoff: report structure and invariants, gradient-masking checks, randomness, ART adapter, errors."""
 
 import json
+import random
 import sys
 import warnings
 
@@ -37,7 +38,7 @@ def smart():
     keras_smart.design_masks(model, score="magnitude", density=(0.8, 0.6))
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     callback = keras_smart.callbacks.AdversarialCallback(
-        attack=keras_smart.AttackConfig(eps=EPS, steps=3), lambdas=(0.0, 1.0), clean_share=0.5
+        attack=keras_smart.AttackConfig(eps=EPS, steps=3), tradeoffs=(0.0, 1.0), clean_share=0.5
     )
     model.fit(x[:1500], y[:1500], batch_size=64, epochs=2, verbose=0, callbacks=[callback])
     return model
@@ -55,7 +56,7 @@ def report(smart, test_digits):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = evaluation.evaluate_tradeoff(
-            smart, test_digits, lambdas=(1.0, 0.0), attacks=ATTACKS, eps=EPS, attack_options=SMALL, progress=False
+            smart, test_digits, tradeoffs=(1.0, 0.0), attacks=ATTACKS, eps=EPS, attack_options=SMALL, progress=False
         )
     masking = [w for w in caught if issubclass(w.category, evaluation.GradientMaskingWarning)]
     return result, masking, keras_smart.get_tradeoff(smart)
@@ -70,15 +71,25 @@ def test_report_json_has_the_documented_shape(report, smart):
         assert list(row) == ["tradeoff", "clean", "fgsm", "pgd20", "autoattack", "worst_case", "nonzero", "macs"]
     settings = data["settings"]
     assert settings["eps"] == EPS and settings["norm"] == "linf" and settings["examples"] == 200
+    assert settings["tradeoffs"] == [0.0, 1.0] and "lambdas" not in settings
+    assert settings["method"] == "smart (switch)"
     assert settings["randomness"] == {"mode": "deterministic"}
     pgd = settings["attacks"]["pgd20"]
     assert pgd["steps"] == 20 and pgd["step_size"] == pytest.approx(2.5 * EPS / 20) and pgd["random_start"]
-    assert pgd["forward_passes"] == 21 and pgd["gradient_passes"] == 20
     autoattack = settings["attacks"]["autoattack"]
     assert autoattack["components"] == ["apgd-ce", "apgd-dlr", "square"]
-    # APGD-CE 20 steps + APGD-T 3 targets x 10 steps + Square 200 queries, each with start and final check.
-    assert autoattack["forward_passes"] == 22 + (3 * 12 + 1) + 201
+    assert autoattack["parts"]["apgd-dlr"]["target_classes"] == 3 and autoattack["parts"]["square"]["queries"] == 200
     assert settings["masking_checks"]["large_eps"]["eps"] == 0.5
+
+
+def test_a_report_saved_with_lambdas_reads_back_with_tradeoffs(report):
+    """Reports written before the rename name the trade-offs "lambdas"; they still load."""
+    result, _, _ = report
+    data = result.to_dict()
+    data["settings"] = {("lambdas" if key == "tradeoffs" else key): value for key, value in data["settings"].items()}
+    old = evaluation.TradeoffReport.from_json(json.dumps(data))
+    assert "lambdas" not in old.settings and old.settings["tradeoffs"] == [0.0, 1.0]
+    assert old == evaluation.TradeoffReport.from_json(result.to_json())
 
 
 def test_report_records_the_fingerprint_of_the_state_it_measured(report, smart):
@@ -96,7 +107,6 @@ def test_worst_case_is_never_above_clean_or_any_attack(report):
     for row in result.rows:
         for name in ATTACKS:
             assert row["worst_case"] <= row[name] <= row["clean"]
-        assert 0.0 <= row["worst_case"]
 
 
 def test_autoattack_is_at_most_pgd20_on_a_trained_model(report):
@@ -178,7 +188,7 @@ def test_plain_adversarially_trained_model_one_row_and_no_warnings(plain_robust,
     assert len(result.rows) == 1 and result.rows[0]["tradeoff"] is None
     assert result.warnings == ()
     assert result.rows[0]["autoattack"] <= result.rows[0]["pgd10"] < result.rows[0]["fgsm"]
-    assert result.settings["method"] == "plain" and result.settings["lambdas"] is None
+    assert result.settings["method"] == "plain" and result.settings["tradeoffs"] is None
 
 
 @pytest.mark.slow
@@ -250,6 +260,99 @@ def test_weak_pgd_alarm_fires_when_cross_entropy_gradients_vanish(test_digits):
     assert f"{gap:.1f} points above the worst case" in alarm
 
 
+# --- the recorded cost is the counted cost ----------------------------------------------------------
+
+
+class _Passes:
+    """Counts, in the graph, the examples that go through a model forward and the gradients taken back through it."""
+
+    def __init__(self):
+        self.forward = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.gradient = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def count(self, x):
+        @tf.custom_gradient
+        def counted(x):
+            self.forward.assign_add(tf.shape(x, out_type=tf.int64)[0])
+
+            def gradient(upstream):
+                self.gradient.assign_add(tf.shape(upstream, out_type=tf.int64)[0])
+                return upstream
+
+            return tf.identity(x), gradient
+
+        return counted(x)
+
+    def during(self, run):
+        """(run()'s result, forward passes, gradient passes) counted while `run` runs."""
+        self.forward.assign(0)
+        self.gradient.assign(0)
+        result = run()
+        return result, int(self.forward.numpy()), int(self.gradient.numpy())
+
+
+class _CountPasses(keras.layers.Layer):
+    """The identity, counting what passes through it (a plain object holds the counters: no weights)."""
+
+    def __init__(self, passes, **kwargs):
+        super().__init__(**kwargs)
+        self.passes = passes
+
+    def call(self, inputs):
+        return self.passes.count(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _counted(model):
+    passes = _Passes()
+    inputs = keras.Input((28, 28, 1))
+    return keras.Model(inputs, model(_CountPasses(passes)(inputs)), name="counted"), passes
+
+
+def _extra_passes(model, passes, data, attack, **kwargs):
+    """The report with ("fgsm", attack) and the passes it took beyond the report with ("fgsm",) alone.
+
+    Every listed attack runs on the same clean-correct examples, so the difference is the attack's own cost.
+    """
+    run = lambda attacks: passes.during(lambda: evaluation.evaluate_tradeoff(  # noqa: E731
+        model, data, attacks=attacks, eps=EPS, attack_options=SMALL, progress=False, **kwargs
+    ))
+    _, forward, gradient = run(("fgsm",))
+    report, more_forward, more_gradient = run(("fgsm", attack))
+    return report, more_forward - forward, more_gradient - gradient
+
+
+@pytest.mark.parametrize("attack", ["pgd5", "apgd-ce", "square"])
+def test_the_recorded_cost_of_an_attack_is_the_number_of_passes_it_takes(plain_robust, test_digits, attack):
+    model, passes = _counted(plain_robust)
+    x, y = test_digits
+    report, forward, gradient = _extra_passes(model, passes, (x[:40], y[:40]), attack)
+    row = report.rows[0]
+    assert row[attack] > 0, "a batch where every example breaks stops early: the count would be below the cost"
+    attacked = round(row["clean"] * report.settings["examples"])
+    recorded = report.settings["attacks"][attack]
+    assert forward == attacked * recorded["forward_passes"]
+    assert gradient == attacked * recorded["gradient_passes"]
+    assert forward > 0 and (gradient > 0) == (attack != "square")
+
+
+def test_the_recorded_cost_counts_every_draw_of_a_randomised_model(plain_robust, test_digits):
+    noisy = keras_smart.convert(plain_robust, "float", noise_init=0.5)
+    keras_smart.set_tradeoff(noisy, 1.0)
+    model, passes = _counted(noisy)
+    x, y = test_digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", evaluation.GradientMaskingWarning)  # PGD-3 on 24 noisy examples
+        report, forward, gradient = _extra_passes(model, passes, (x[:24], y[:24]), "pgd3", eot_samples=3)
+    assert report.settings["randomness"]["mode"] == "eot"
+    attacked = round(report.rows[0]["clean"] * report.settings["examples"])
+    recorded = report.settings["attacks"]["pgd3"]
+    assert recorded["eot_samples"] == 3 and attacked > 0
+    assert (forward, gradient) == (attacked * recorded["forward_passes"], attacked * recorded["gradient_passes"])
+
+
 # --- data forms, randomness ---------------------------------------------------------------------------
 
 
@@ -274,16 +377,42 @@ def test_noisy_models_state_their_randomness_and_reproduce_with_a_seed(plain_rob
     x, y = test_digits
     data = (x[:48], y[:48])
     run = lambda **kw: evaluation.evaluate_tradeoff(  # noqa: E731
-        noisy, data, lambdas=(0.0, 1.0), attacks=("fgsm",), eps=EPS, progress=False, **kw
+        noisy, data, tradeoffs=(0.0, 1.0), attacks=("fgsm",), eps=EPS, progress=False, **kw
     )
     eot = run(eot_samples=2, seed=3)
     assert eot.settings["randomness"]["mode"] == "eot"
     assert eot.settings["randomness"]["eot_samples"] == 2 and eot.settings["randomness"]["randomised_rows"] == [1.0]
-    assert eot.settings["attacks"]["fgsm"]["forward_passes"] == 3
     assert run(eot_samples=2, seed=3).rows == eot.rows  # a fixed seed reproduces the noise
     fixed = run(eot_samples=1, seed=3)
     assert fixed.settings["randomness"]["mode"] == "fixed_seed"
     assert run(noise="expected").settings["randomness"]["mode"] == "expected_noise"
+
+
+def test_evaluation_leaves_the_global_random_state_as_it_found_it(plain_robust, test_digits):
+    """Draws after an evaluation of a randomised model are those the same seeds give without it."""
+    x, y = test_digits
+
+    def draws_after(evaluate):
+        noisy = keras_smart.convert(plain_robust, "float", noise_init=0.5)  # the same fresh model both times
+        tf.random.set_seed(11)
+        tf.random.set_global_generator(tf.random.Generator.from_seed(11))
+        np.random.seed(11)
+        random.seed(11)
+        first = tf.random.uniform([3]).numpy().tolist()
+        if evaluate:
+            evaluation.evaluate_tradeoff(
+                noisy, (x[:16], y[:16]), tradeoffs=(1.0,), attacks=("fgsm",), eps=EPS, eot_samples=2, progress=False
+            )
+        return [
+            first,
+            tf.random.uniform([3]).numpy().tolist(),
+            tf.random.normal([3], seed=5).numpy().tolist(),
+            tf.random.get_global_generator().normal([3]).numpy().tolist(),
+            np.random.random(3).tolist(),
+            random.random(),
+        ]
+
+    assert draws_after(evaluate=True) == draws_after(evaluate=False)
 
 
 # --- as_art_classifier --------------------------------------------------------------------------------
@@ -310,13 +439,13 @@ def test_art_classifier_rejects_a_tradeoff_for_a_plain_model(plain_robust):
 
 
 def test_missing_art_says_how_to_install_it(plain_robust, monkeypatch):
-    evaluation._classifier_class.cache_clear()  # pylint: disable=protected-access
+    evaluation.art._classifier_class.cache_clear()  # pylint: disable=protected-access
     monkeypatch.setitem(sys.modules, "art.estimators.classification", None)
     try:
         with pytest.raises(ImportError, match=r"pip install keras_smart\[eval\]"):
             evaluation.as_art_classifier(plain_robust)
     finally:
-        evaluation._classifier_class.cache_clear()  # pylint: disable=protected-access
+        evaluation.art._classifier_class.cache_clear()  # pylint: disable=protected-access
 
 
 # --- bad input fails before any work and loses nothing ----------------------------------------------
@@ -325,18 +454,29 @@ def test_missing_art_says_how_to_install_it(plain_robust, monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, error, fragment",
     [
-        ({"lambdas": (0.0, 1.5)}, ValueError, r"\[0, 1\]"),
-        ({"lambdas": (-0.1,)}, ValueError, r"\[0, 1\]"),
+        ({"tradeoffs": (0.0, 1.5)}, ValueError, r"`tradeoffs\[i\]` must be in \[0, 1\]"),
+        ({"tradeoffs": (-0.1,)}, ValueError, r"\[0, 1\]"),
+        ({"tradeoffs": ()}, ValueError, "`tradeoffs` is empty"),
+        ({"tradeoffs": "0.5"}, TypeError, "`tradeoffs` must be a sequence"),
+        ({"lambdas": (0.0,)}, TypeError, "got both `tradeoffs` and its old name `lambdas`"),
         ({"attacks": ("fgsm", "cw")}, ValueError, "Valid names: 'fgsm', 'pgd<K>'"),
         ({"attacks": ("pgd",)}, ValueError, "Unknown attack 'pgd'"),
         ({"attacks": ()}, ValueError, "at least one attack"),
         ({"eps": 0.0}, ValueError, "eps"),
         ({"eps": -0.1}, ValueError, "eps"),
         ({"eps": float("nan")}, ValueError, "eps"),
+        ({"eps": "0.1"}, TypeError, "`eps` must be a real number"),
         ({"eps": 2.0}, ValueError, r"`eps` must be below the input range .* = 1 for norm='linf'.*Received: eps=2"),
         ({"eps": 1.0}, ValueError, r"or pass input_range=\(0, 255\)"),
         ({"eps": 28.0, "norm": "l2"}, ValueError, r"sqrt\(d\) \* \(clip_max - clip_min\) = 28 .*d = 784"),
         ({"attack_options": {"apgd-ce": {"stpes": 10}}}, ValueError, "Unknown option"),
+        ({"attack_options": {"square": {"p_init": 1.5}}}, ValueError, r"`attack_options\['square'\]\['p_init'\]`"),
+        ({"attack_options": {"pgd": {"restarts": True}}}, TypeError, "must be an int >= 1"),
+        ({"batch_size": 0}, ValueError, "`batch_size` must be an int >= 1"),
+        ({"max_examples": 2.5}, TypeError, "`max_examples` must be an int"),
+        ({"seed": 1.5}, TypeError, "`seed` must be an int"),
+        ({"eot_samples": 0}, ValueError, "`eot_samples` must be an int >= 1"),
+        ({"input_range": (1.0, 0.0)}, ValueError, "`input_range` must be \\(min, max\\) with min < max"),
         ({"noise": "fresh"}, ValueError, "noise"),
         ({"data": "empty"}, ValueError, "empty"),
         ({"data": "empty_dataset"}, ValueError, "empty"),
@@ -353,25 +493,34 @@ def test_bad_input_fails_clearly_before_any_work(smart, test_digits, kwargs, err
         "labels": (x[:4], y[:4] + 10),
     }.get(kwargs.pop("data", None), (x[:4], y[:4]))
     keras_smart.set_tradeoff(smart, 0.7)
-    settings = {"eps": EPS, "attacks": ("fgsm",), "lambdas": (0.0, 1.0), "progress": False, **kwargs}
+    settings = {"eps": EPS, "attacks": ("fgsm",), "tradeoffs": (0.0, 1.0), "progress": False, **kwargs}
     with pytest.raises(error, match=fragment):
         evaluation.evaluate_tradeoff(smart, data, **settings)
     assert keras_smart.get_tradeoff(smart) == pytest.approx(0.7)
 
 
-def test_plain_models_take_no_lambdas(plain_robust, test_digits):
-    with pytest.raises(ValueError, match="plain Keras model has no trade-off"):
-        evaluation.evaluate_tradeoff(plain_robust, test_digits, lambdas=(0.0, 1.0), eps=EPS, progress=False)
+def test_plain_models_take_no_tradeoffs(plain_robust, test_digits):
+    with pytest.raises(ValueError, match="plain Keras model has no trade-off: pass tradeoffs=None"):
+        evaluation.evaluate_tradeoff(plain_robust, test_digits, tradeoffs=(0.0, 1.0), eps=EPS, progress=False)
+
+
+def test_lambdas_is_the_deprecated_name_of_tradeoffs(smart, test_digits):
+    x, y = test_digits
+    data, settings = (x[:16], y[:16]), {"attacks": ("fgsm",), "eps": EPS, "progress": False}
+    with pytest.warns(DeprecationWarning, match=r"evaluate_tradeoff\(lambdas=\.\.\.\)` is deprecated.*`tradeoffs=`"):
+        old = evaluation.evaluate_tradeoff(smart, data, lambdas=(1.0,), **settings)
+    new = evaluation.evaluate_tradeoff(smart, data, tradeoffs=(1.0,), **settings)
+    assert old.settings["tradeoffs"] == [1.0] and old.rows == new.rows
 
 
 def test_a_failure_mid_sweep_restores_the_tradeoff(smart, test_digits, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("attack failed")
 
-    monkeypatch.setattr(evaluation._Sweep, "attack", broken)  # pylint: disable=protected-access
+    monkeypatch.setattr(evaluation.sweep.Sweep, "attack", broken)  # pylint: disable=protected-access
     keras_smart.set_tradeoff(smart, 0.25)
     with pytest.raises(RuntimeError, match="attack failed"):
-        evaluation.evaluate_tradeoff(smart, test_digits, lambdas=(1.0,), attacks=("fgsm",), eps=EPS, progress=False)
+        evaluation.evaluate_tradeoff(smart, test_digits, tradeoffs=(1.0,), attacks=("fgsm",), eps=EPS, progress=False)
     assert keras_smart.get_tradeoff(smart) == pytest.approx(0.25)
 
 
@@ -401,7 +550,7 @@ def test_fingerprint_is_stable_across_save_load_and_tradeoff_and_changes_with_th
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", evaluation.GradientMaskingWarning)
         result = evaluation.evaluate_tradeoff(
-            loaded, (x, np.arange(6) % 4), lambdas=(0.0, 1.0), attacks=("fgsm",), eps=0.1, progress=False
+            loaded, (x, np.arange(6) % 4), tradeoffs=(0.0, 1.0), attacks=("fgsm",), eps=0.1, progress=False
         )
     assert result.fingerprint == fingerprint == evaluation.model_fingerprint(loaded)  # evaluation moves nothing
     batch_norm = next(w for w in smart.weights if w.name.split(":")[0].endswith("adv_moving_mean"))
