@@ -1,0 +1,205 @@
+"""bundle(): the directory an Android app loads: checked `.tflite` file(s), `labels.txt` and `smart.json`."""
+
+import json
+import math
+import os
+import shutil
+
+from keras_smart import _compat
+from keras_smart import training
+from keras_smart import validation
+from keras_smart.export import files
+from keras_smart.export import metadata as metadata_lib
+from keras_smart.export.tflite import to_tflite
+
+keras = _compat.keras
+
+
+def bundle(
+    model,
+    out_dir,
+    *,
+    tradeoffs=None,
+    labels=None,
+    report=None,
+    quantize=None,
+    representative_data=None,
+    runtime_tradeoff=False,
+    input_range=(0.0, 1.0),
+    overwrite=False,
+    **to_tflite_options,
+):
+    """Writes what an Android app needs: `.tflite` file(s), `labels.txt` and `smart.json`.
+
+    Files (all checked by `to_tflite` before the directory appears):
+    - one baked file per trade-off, `tradeoff_<round(100 * tradeoff):03d>.tflite`
+      (e.g. `tradeoff_000.tflite`, `tradeoff_100.tflite`), or with
+      `runtime_tradeoff=True` one file `model.tflite` whose second input
+      "tradeoff" selects the trade-off; a plain Keras model gives one
+      `model.tflite`;
+    - `labels.txt`: one class name per line, in output order;
+    - `smart.json`: input name, shape (batch -1), dtype and value range, output
+      name and shape, each file with its trade-off, size, SHA-256 and check
+      numbers, and, with `report`, each trade-off's measured clean / robust
+      accuracy.
+
+    The bundle is assembled in a temporary directory beside `out_dir` and moved
+    into place only when complete: a failure leaves nothing half-written.
+
+    Args:
+      model: a `SmartModel` (or a plain Keras model).
+      out_dir: the bundle directory; it must not exist or be empty, unless
+        `overwrite=True` (then it is replaced as a whole).
+      tradeoffs: the trade-offs to offer, in [0, 1] (default (0.0, 1.0) for a
+        SmartModel; sorted, repeats dropped). None or empty for a plain model.
+      labels: class names (one per output unit); default "0", "1", ....
+      report: a `keras_smart.evaluation.TradeoffReport` (anything with
+        `to_json()`) or a dict shaped like its JSON: {"settings": ..., "rows":
+        [{"tradeoff": t, "clean": acc, "<attack>": acc, "worst_case": acc, ...}],
+        "warnings": [...]}. Its `settings["model_fingerprint"]` (what
+        `evaluate_tradeoff` records: `keras_smart.evaluation.model_fingerprint`
+        of the weights, masks and batch-norm statistics it measured, not the
+        trade-off) must equal the fingerprint of `model`: a report measured
+        before pruning, fine-tuning or new masks is refused (ValueError), so
+        smart.json never carries stale accuracies or non-zero counts. A report
+        without a fingerprint (made by other code, or an older keras_smart)
+        cannot be checked: `bundle` warns (UserWarning) and uses it as given.
+      quantize, representative_data: as in `to_tflite` (every file).
+      runtime_tradeoff: one file with the trade-off as an input instead of one
+        file per trade-off.
+      input_range: the (min, max) of the model's input values, recorded for the app.
+      overwrite: replace an existing non-empty `out_dir`.
+      **to_tflite_options: other `to_tflite` arguments (check_data, atol, min_agreement, ...).
+
+    Returns:
+      The metadata written to `smart.json`, as a dict.
+
+    Raises:
+      FileExistsError: `out_dir` is not empty and `overwrite` is False.
+      ValueError / TypeError: bad arguments, or a `report` measured on other
+        weights than `model`'s (checked before anything is written).
+      ExportError: a file failed its check (nothing is written).
+
+    Example:
+      >>> import os, tempfile
+      >>> out_dir = os.path.join(tempfile.mkdtemp(), "smart")
+      >>> metadata = keras_smart.export.bundle(smart, out_dir, tradeoffs=(1.0,), labels=[str(d) for d in range(10)],
+      ...                                      check_data=x[:8])
+      >>> sorted(os.listdir(out_dir))
+      ['labels.txt', 'smart.json', 'tradeoff_100.tflite']
+      >>> metadata["method"], metadata["input"]["shape"], metadata["num_classes"]
+      ('smart', [-1, 28, 28, 1], 10)
+      >>> [(entry["tradeoff"], entry["file"]) for entry in metadata["tradeoffs"]]
+      [(1.0, 'tradeoff_100.tflite')]
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
+    out_dir = _check_out_dir(out_dir, overwrite)
+    tradeoffs = _check_tradeoffs(model, tradeoffs)
+    labels = _check_labels(labels, _num_classes(model))
+    rows = metadata_lib.report_rows(report)
+    if rows is not None:
+        metadata_lib.check_report_measured(model, rows)
+    input_range = _check_range(input_range)
+    if "tradeoff" in to_tflite_options or "path" in to_tflite_options:
+        raise ValueError("`bundle` chooses each file's `tradeoff` and path itself; use `tradeoffs`.")
+
+    staging = files.staging_directory(out_dir)
+    try:
+        options = dict(quantize=quantize, representative_data=representative_data, **to_tflite_options)
+        exported = _export_files(model, staging, tradeoffs, runtime_tradeoff, options)
+        contents = metadata_lib.metadata(model, exported, tradeoffs, rows, input_range, labels, runtime_tradeoff)
+        _write_text(staging, metadata_lib.BUNDLE_LABELS, "".join(label + "\n" for label in labels))
+        _write_text(staging, metadata_lib.BUNDLE_METADATA, json.dumps(contents, indent=2) + "\n")
+        files.move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return contents
+
+
+def _export_files(model, staging, tradeoffs, runtime_tradeoff, options):
+    """Writes the bundle's `.tflite` file(s); returns (file name, baked trade-off or None, ExportResult) each."""
+    if runtime_tradeoff or not tradeoffs:  # one file: the trade-off as an input, or a plain model
+        if runtime_tradeoff:
+            options.setdefault("check_tradeoffs", tradeoffs)
+        name = metadata_lib.RUNTIME_FILE
+        result = to_tflite(model, os.path.join(staging, name), runtime_tradeoff=runtime_tradeoff, **options)
+        return [(name, None, result)]
+    exported = []
+    for tradeoff in tradeoffs:
+        name = metadata_lib.bundle_file(tradeoff)
+        exported.append((name, tradeoff, to_tflite(model, os.path.join(staging, name), tradeoff=tradeoff, **options)))
+    return exported
+
+
+def _write_text(directory, name, text):
+    with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _check_out_dir(out_dir, overwrite):
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"`out_dir` exists and is not a directory: {out_dir!r}")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise FileExistsError(
+            f"`out_dir` {out_dir!r} is not empty. Choose a new directory, or pass overwrite=True to replace it."
+        )
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if not os.path.isdir(parent):
+        raise ValueError(f"The parent directory of `out_dir` does not exist: {parent!r}")
+    return out_dir
+
+
+def _check_tradeoffs(model, tradeoffs):
+    """The bundle's trade-offs, sorted: () for a plain model, (0.0, 1.0) by default for a SmartModel."""
+    if not isinstance(model, training.SmartModel):
+        if tradeoffs is not None and tuple(tradeoffs):
+            raise ValueError(
+                f"Model '{model.name}' is a plain Keras model: it has no trade-off. Leave `tradeoffs` unset. "
+                f"Received: tradeoffs={tradeoffs!r}"
+            )
+        return ()
+    tradeoffs = validation.check_tradeoffs((0.0, 1.0) if tradeoffs is None else tradeoffs, "tradeoffs")
+    names = [metadata_lib.bundle_file(tradeoff) for tradeoff in tradeoffs]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"`tradeoffs` {list(tradeoffs)} are too close: their file names (trade-off to 0.01) collide."
+        )
+    return tradeoffs
+
+
+def _num_classes(model):
+    outputs = model.outputs
+    return int(outputs[0].shape[-1]) if outputs is not None and len(outputs) == 1 else None
+
+
+def _check_labels(labels, classes):
+    if labels is None:
+        if classes is None:
+            raise ValueError("Pass `labels`: the model's number of classes is not known.")
+        return [str(i) for i in range(classes)]
+    if isinstance(labels, str) or not all(isinstance(label, str) for label in labels):
+        raise TypeError(f"`labels` must be a list of strings. Received: {labels!r:.80}")
+    labels = list(labels)
+    if classes is not None and len(labels) != classes:
+        raise ValueError(
+            f"`labels` must name each of the model's {classes} classes. Received {len(labels)} labels."
+        )
+    bad = [label for label in labels if "\n" in label or "\r" in label or not label]
+    if bad:
+        raise ValueError(f"`labels` must be non-empty and on one line. Received: {bad[:3]}")
+    return labels
+
+
+def _check_range(input_range):
+    """(min, max) as floats, finite, min < max."""
+    try:
+        low, high = input_range
+    except (TypeError, ValueError):
+        raise TypeError(f"`input_range` must be a (min, max) pair of numbers. Received: {input_range!r}") from None
+    low, high = validation.check_real(low, "input_range[0]"), validation.check_real(high, "input_range[1]")
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"`input_range` must be finite with min < max. Received: input_range={input_range!r}")
+    return low, high

@@ -1,0 +1,112 @@
+"""Keras model to `.tflite` bytes: a serving function with named tensors, converted with builtin operators only."""
+
+import tempfile
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from keras_smart import _compat
+from keras_smart.conversion import strip
+from keras_smart.export.result import INPUT_NAME
+from keras_smart.export.result import OUTPUT_NAME
+from keras_smart.export.result import TRADEOFF_NAME
+from keras_smart.export.result import ExportError
+from keras_smart.layers import base
+
+
+def serving_function(model, options):
+    """(tf.function with a named signature, the Keras model whose variables it reads).
+
+    A runtime-trade-off function takes the trade-off as a second input (float32,
+    shape [1], clipped to [0, 1]) and computes each path with its own constant
+    kernels; a baked one runs `keras_smart.strip(model, tradeoff)`.
+    """
+    spec = tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32, name=INPUT_NAME)
+    if options.runtime_tradeoff:
+        tradeoff_spec = tf.TensorSpec((1,), tf.float32, name=TRADEOFF_NAME)
+
+        def serve_runtime(input, tradeoff):  # pylint: disable=redefined-builtin
+            tradeoff = tf.clip_by_value(tf.reshape(tradeoff, [1]), 0.0, 1.0)
+            with base.separate_paths(), base.expected_noise(), base.tradeoff_override(tradeoff):
+                outputs = model(input, training=False)
+            return {OUTPUT_NAME: tf.cast(outputs, tf.float32)}
+
+        return tf.function(serve_runtime, input_signature=[spec, tradeoff_spec]), model
+    exported = strip(model, tradeoff=options.tradeoff) if options.smart else model
+
+    def serve(input):  # pylint: disable=redefined-builtin
+        return {OUTPUT_NAME: tf.cast(exported(input, training=False), tf.float32)}
+
+    return tf.function(serve, input_signature=[spec]), exported
+
+
+def representative_dataset(samples, options):
+    """The converter's calibration generator: one input per step, cycling through the check trade-offs."""
+    tradeoffs = options.check_tradeoffs or (None,)
+
+    def generate():
+        for i, x in enumerate(samples):
+            example = {INPUT_NAME: x[None]}
+            if options.runtime_tradeoff:
+                example[TRADEOFF_NAME] = np.array([tradeoffs[i % len(tradeoffs)]], np.float32)
+            yield example
+
+    return generate
+
+
+def tflite_bytes(model, options, representative):
+    """The `.tflite` bytes of `model`, converted with builtin operators only.
+
+    Args:
+      model: the model to export.
+      options: its `ExportOptions`.
+      representative: float32 calibration inputs for int8, or None.
+
+    Raises:
+      ExportError: the converter failed (e.g. the graph needs Flex / select-TF ops).
+    """
+    function, holder = serving_function(model, options)
+    module = tf.Module()
+    # Keras 3 wraps its tf.Variables: track them explicitly, so the SavedModel freezes them.
+    module.weights_ = [_compat.tf_variable(v) for v in holder.weights]
+    module.serve = function
+    with tempfile.TemporaryDirectory(prefix="keras_smart_export_") as saved:
+        try:
+            signatures = {"serving_default": function.get_concrete_function()}
+            tf.saved_model.save(module, saved, signatures=signatures)
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+            _configure(converter, options, representative)
+            with warnings.catch_warnings():  # int8 calibration runs TF's own (deprecated) interpreter
+                warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+                return converter.convert()
+        except Exception as e:  # pylint: disable=broad-except
+            raise _conversion_error(model, e) from e
+
+
+def _configure(converter, options, representative):
+    """Builtin operators only, and the quantization `options` ask for."""
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if options.quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if options.quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif options.quantize == "int8":
+        if representative is not None:  # full integer; a quantization-aware model has its ranges
+            converter.representative_dataset = representative_dataset(representative, options)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if options.int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+
+
+def _conversion_error(model, error):
+    message = str(error)
+    flex = any(word in message.lower() for word in ("flex", "select", "not supported"))
+    hint = (
+        " The graph needs operators outside LiteRT's builtin set (Flex / select-TF ops), which "
+        "Android's default runtime cannot run: replace the layers that use them."
+        if flex
+        else ""
+    )
+    return ExportError(f"Conversion of '{model.name}' to LiteRT failed.{hint} Converter said: {message}")
