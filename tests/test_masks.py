@@ -295,10 +295,25 @@ def test_a_failing_snip_design_restores_the_masks():
         ({"score": "snip", "data": (np.zeros((4, 12)), np.zeros((3,)))}, "differ in length"),
         ({"max_overlap": 1.5}, "max_overlap"),
         ({"score": "learned", "data": _mlp_data(), "steps": 0}, "steps"),
+        ({"score": "learned", "data": _mlp_data(), "learning_rate": 0.0}, "`learning_rate` must be > 0"),
+        ({"allocation": "model", "dense_layers": ["fc1", "fc2"]}, "`allocation`"),  # also when no layer is designed
     ],
 )
 def test_bad_design_arguments_fail_clearly(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
+        keras_smart.design_masks(keras_smart.convert(_mlp(), "smart"), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"batch_size": 2.5}, "`batch_size` must be an int >= 1"),
+        ({"max_batches": True}, "`max_batches` must be an int >= 1"),
+        ({"min_density": "0.5"}, "`min_density` must be a real number"),
+    ],
+)
+def test_design_settings_of_the_wrong_type_are_type_errors(kwargs, fragment):
+    with pytest.raises(TypeError, match=fragment):
         keras_smart.design_masks(keras_smart.convert(_mlp(), "smart"), **kwargs)
 
 

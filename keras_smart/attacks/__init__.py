@@ -30,8 +30,14 @@ def run(config, model_fn, x, y, *, eps=None, seed=None, eot_samples=1):
         transformation, for randomised models).
 
     Example:
-      >>> x_adv = run(AttackConfig(eps=0.3, steps=40, step_size=0.01), model_fn, x, y)
-      >>> x_adv = run(AttackConfig(eps=0.3, steps=20, step_schedule="cosine"), model_fn, x, y)
+      >>> model_fn = lambda t: smart(t, training=False)
+      >>> config = keras_smart.AttackConfig(eps=0.1, steps=2, step_size=0.05)
+      >>> run(config, model_fn, x[:8], y[:8]).shape
+      TensorShape([8, 28, 28, 1])
+      >>> cosine = keras_smart.AttackConfig(eps=0.1, steps=2, step_schedule="cosine")
+      >>> x_adv = run(cosine, model_fn, x[:8], y[:8], eps=0.05)  # the steps scale with the eps override
+      >>> float(tf.reduce_max(tf.abs(x_adv - x[:8]))) <= 0.05 + 1e-6
+      True
     """
     budget = config.eps if eps is None else eps
     shared = {"eps": budget, "norm": config.norm.value, "clip_min": config.clip_min, "clip_max": config.clip_max}

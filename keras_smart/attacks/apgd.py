@@ -11,16 +11,17 @@ reference code (`autoattack/autopgd_base.py`) and is a `tf.while_loop`, so the
 model is traced once whatever `steps` is.
 """
 
-import numbers
+import typing
 
 import numpy as np
 import tensorflow as tf
 
+from keras_smart import config as config_lib
 from keras_smart import labels as labels_lib
+from keras_smart import validation
 from keras_smart.attacks import common
 
 _LOSSES = ("ce", "dlr")
-_TINY = 1e-12
 
 
 def checkpoints(steps):
@@ -35,7 +36,7 @@ def checkpoints(steps):
       >>> checkpoints(100)
       [22, 41, 57, 70, 80, 87, 93, 99]
     """
-    steps = common.check_steps(steps)
+    steps = validation.check_int(steps, "steps", minimum=1)
     window = max(int(0.22 * steps), 1)
     shrink = max(int(0.03 * steps), 1)
     shortest = max(int(0.06 * steps), 1)
@@ -69,7 +70,8 @@ def dlr_loss(logits, y, target=None):
         shape `keras_smart.labels` refuses.
 
     Example:
-      >>> dlr_loss(tf.constant([[3.0, 1.0, 0.0, -1.0]]), tf.constant([0]))
+      >>> dlr_loss(tf.constant([[3.0, 1.0, 0.0, -1.0]]), tf.constant([0])).numpy()  # -(3 - 1) / (3 - 0)
+      array([-0.6666667], dtype=float32)
     """
     logits = tf.cast(logits, tf.float32)
     classes = logits.shape[-1]
@@ -84,9 +86,9 @@ def dlr_loss(logits, y, target=None):
     z_y = tf.gather(logits, y, batch_dims=1)
     if target is None:
         others = tf.where(tf.one_hot(y, tf.shape(logits)[-1]) > 0, tf.float32.min, logits)
-        return -(z_y - tf.reduce_max(others, axis=-1)) / (ranked[:, 0] - ranked[:, 2] + _TINY)
+        return -(z_y - tf.reduce_max(others, axis=-1)) / (ranked[:, 0] - ranked[:, 2] + common.TINY)
     z_t = tf.gather(logits, labels_lib.ids_tensor(target, logits), batch_dims=1)
-    return -(z_y - z_t) / (ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + _TINY)
+    return -(z_y - z_t) / (ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + common.TINY)
 
 
 def _loss_fn(loss, y, target):
@@ -99,20 +101,14 @@ def _loss_fn(loss, y, target):
     return lambda logits: -sparse_ce(labels_lib.ids_tensor(target, logits), tf.cast(logits, tf.float32))
 
 
-def _check_fraction(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value <= 1.0:
-        raise ValueError(f"`{name}` must be a number in (0, 1]. Received: {name}={value!r}")
-    return float(value)
-
-
 def _random_start(x, eps, norm, seed):
     """The reference code's start: a random direction scaled onto the ball's surface (L-inf: max |d| = eps)."""
     axes = list(range(1, x.shape.rank))
-    if norm == common.config_lib.Norm.LINF:
+    if norm == config_lib.Norm.LINF:
         t = tf.random.uniform(tf.shape(x), -1.0, 1.0, dtype=x.dtype, seed=seed)
-        return eps * t / (tf.reduce_max(tf.abs(t), axis=axes, keepdims=True) + _TINY)
+        return eps * t / (tf.reduce_max(tf.abs(t), axis=axes, keepdims=True) + common.TINY)
     t = tf.random.normal(tf.shape(x), dtype=x.dtype, seed=seed)
-    return eps * t / (tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True)) + _TINY)
+    return eps * t / (tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True)) + common.TINY)
 
 
 def apgd(
@@ -168,20 +164,13 @@ def apgd(
         refuses (e.g. rank 3, or rows whose width is not the class count).
 
     Example:
-      >>> x_adv = apgd(lambda t: model(t, training=False), x, y, eps=8 / 255, steps=100)
+      >>> x_adv = apgd(lambda t: smart(t, training=False), x[:8], y[:8], eps=0.1, steps=3, seed=0)
+      >>> x_adv.shape, float(tf.reduce_max(tf.abs(x_adv - x[:8]))) <= 0.1 + 1e-6
+      (TensorShape([8, 28, 28, 1]), True)
     """
-    common.check_positive(eps, "eps")
-    steps = common.check_steps(steps)
-    norm = common.check_norm(norm)
-    eot_samples = common.check_eot_samples(eot_samples)
-    momentum = _check_fraction(momentum, "momentum")
-    rho = _check_fraction(rho, "rho")
-    if loss not in _LOSSES:
-        raise ValueError(f"`loss` must be one of {_LOSSES}. Received: loss={loss!r}")
-
+    steps, norm, eot_samples, momentum, rho = _check_settings(eps, steps, norm, loss, eot_samples, momentum, rho)
     x = tf.stop_gradient(tf.convert_to_tensor(x))
     eps = tf.cast(eps, x.dtype)
-    shape = [-1] + [1] * (x.shape.rank - 1)
 
     def project(v):
         return common.clip(x + common.project(v - x, eps, norm), clip_min, clip_max)
@@ -197,8 +186,71 @@ def apgd(
 
     loss_0, grad_0, logits_0 = evaluate(x_0)
     labels = labels_lib.ids_tensor(y, logits_0)
-    robust_0 = tf.equal(tf.argmax(logits_0, -1, output_type=tf.int32), labels)
+    iteration = _Iteration(project, evaluate, labels, norm, momentum, rho, steps, x.shape.rank)
+    state = _start_state(x_0, eps, loss_0, grad_0, tf.equal(tf.argmax(logits_0, -1, output_type=tf.int32), labels))
+    _, state = tf.while_loop(
+        lambda i, state: (i < steps) & tf.reduce_any(state.robust), iteration, (tf.constant(0), state)
+    )
+    return tf.stop_gradient(tf.where(iteration.per_example(state.robust), state.x_best, state.x_adv))
 
+
+def _check_settings(eps, steps, norm, loss, eot_samples, momentum, rho):
+    """Checks apgd's settings; returns (steps, the `Norm`, eot_samples, momentum, rho)."""
+    norm, eot_samples = common.check_attack_settings(eps, norm, eot_samples)
+    steps = validation.check_int(steps, "steps", minimum=1)
+    momentum = validation.check_real(momentum, "momentum", low=0.0, high=1.0, low_open=True)
+    rho = validation.check_real(rho, "rho", low=0.0, high=1.0, low_open=True)
+    if loss not in _LOSSES:
+        raise ValueError(f"`loss` must be one of {_LOSSES}. Received: loss={loss!r}")
+    return steps, norm, eot_samples, momentum, rho
+
+
+class _State(typing.NamedTuple):
+    """APGD's loop state, per example of the batch."""
+
+    x_k: tf.Tensor  # the current iterate
+    x_prev: tf.Tensor  # the iterate before it (for the momentum)
+    grad: tf.Tensor  # the loss gradient at x_k
+    step_size: tf.Tensor  # [batch, 1, ...]
+    x_best: tf.Tensor  # the highest-loss iterate so far
+    grad_best: tf.Tensor  # the gradient there
+    loss_best: tf.Tensor  # its loss
+    loss_prev: tf.Tensor  # the loss at x_k
+    increases: tf.Tensor  # the steps since the last checkpoint whose loss rose
+    reduced_last: tf.Tensor  # whether the last checkpoint halved the step size
+    loss_best_last: tf.Tensor  # loss_best at the last checkpoint
+    x_adv: tf.Tensor  # the first misclassified iterate
+    robust: tf.Tensor  # no iterate misclassified yet
+
+    def replace(self, **changes):
+        """A copy with `changes`."""
+        return self._replace(**changes)
+
+
+def _start_state(x_0, eps, loss_0, grad_0, robust_0):
+    """The state before the first iteration: at x_0, with steps of 2 * eps."""
+    batch = tf.shape(x_0)[:1]
+    return _State(
+        x_k=x_0,
+        x_prev=x_0,
+        grad=grad_0,
+        step_size=tf.fill(
+            tf.concat([batch, tf.ones([x_0.shape.rank - 1], tf.int32)], 0), tf.cast(2.0, x_0.dtype) * eps
+        ),
+        x_best=x_0,
+        grad_best=grad_0,
+        loss_best=loss_0,
+        loss_prev=loss_0,
+        increases=tf.zeros(batch, tf.float32),
+        reduced_last=tf.ones(batch, tf.bool),  # the reference counts the start as "just reduced"
+        loss_best_last=loss_0,
+        x_adv=x_0,
+        robust=robust_0,
+    )
+
+
+def _checkpoint_tables(steps):
+    """Per iteration (0-based): whether it ends at a checkpoint, and the length of the window it ends."""
     marks = np.zeros(steps, bool)
     windows = np.zeros(steps, np.float32)
     previous = 0
@@ -206,73 +258,76 @@ def apgd(
         marks[point - 1] = True
         windows[point - 1] = point - previous
         previous = point
-    marks = tf.constant(marks)
-    windows = tf.constant(windows)
+    return tf.constant(marks), tf.constant(windows)
 
-    def body(i, state):
-        (x_k, x_prev, grad, step_size, x_best, grad_best, loss_best, loss_prev, increases,
-         reduced_last, loss_best_last, x_adv, robust) = state
-        a = tf.cast(tf.where(i > 0, momentum, 1.0), x.dtype)
-        z = project(x_k + common.step(grad, step_size, norm))
-        x_new = project(x_k + a * (z - x_k) + (1.0 - a) * (x_k - x_prev))
-        loss_new, grad_new, logits = evaluate(x_new)
 
-        correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
+class _Iteration:
+    """One APGD iteration, the `tf.while_loop` body: a momentum step, then the record of successes,
+    best points and, at checkpoints, the halving of step sizes."""
+
+    def __init__(self, project, evaluate, labels, norm, momentum, rho, steps, rank):
+        self._project = project
+        self._evaluate = evaluate
+        self._labels = labels
+        self._norm = norm
+        self._momentum = momentum
+        self._rho = rho
+        self._shape = [-1] + [1] * (rank - 1)
+        self._marks, self._windows = _checkpoint_tables(steps)
+
+    def per_example(self, values):
+        """[batch] values reshaped to broadcast against the inputs."""
+        return tf.reshape(values, self._shape)
+
+    def __call__(self, i, s):
+        x_new = self._momentum_step(i, s)
+        loss_new, grad_new, logits = self._evaluate(x_new)
+        recorded = self._record(s, x_new, loss_new, grad_new, logits)
+        state = tf.cond(
+            self._marks[i],
+            lambda: self._halve(i, recorded, x_new, grad_new),
+            lambda: recorded.replace(x_k=x_new, grad=grad_new),
+        )
+        state = state.replace(x_prev=s.x_k, loss_prev=loss_new)
+        return i + 1, _State(*(tf.stop_gradient(t) for t in state))
+
+    def _momentum_step(self, i, s):
+        """The next iterate: a projected step of each example's size, mixed with the last move (not at i = 0)."""
+        a = tf.cast(tf.where(i > 0, self._momentum, 1.0), s.x_k.dtype)
+        z = self._project(s.x_k + common.step(s.grad, s.step_size, self._norm))
+        return self._project(s.x_k + a * (z - s.x_k) + (1.0 - a) * (s.x_k - s.x_prev))
+
+    def _record(self, s, x_new, loss_new, grad_new, logits):
+        """`s` with x_new recorded: as the first misclassified point, as the best point, as an increase."""
+        correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), self._labels)
         broken = tf.logical_not(correct)
-        x_adv = tf.where(tf.reshape(broken & robust, shape), x_new, x_adv)
-        robust = robust & correct
+        x_adv = tf.where(self.per_example(broken & s.robust), x_new, s.x_adv)
+        robust = s.robust & correct
 
-        increases = increases + tf.cast(loss_new > loss_prev, tf.float32)
-        improved = loss_new > loss_best
-        x_best = tf.where(tf.reshape(improved, shape), x_new, x_best)
-        grad_best = tf.where(tf.reshape(improved, shape), grad_new, grad_best)
-        loss_best = tf.where(improved, loss_new, loss_best)
+        increases = s.increases + tf.cast(loss_new > s.loss_prev, tf.float32)
+        improved = loss_new > s.loss_best
+        x_best = tf.where(self.per_example(improved), x_new, s.x_best)
+        grad_best = tf.where(self.per_example(improved), grad_new, s.grad_best)
+        loss_best = tf.where(improved, loss_new, s.loss_best)
+        return s.replace(
+            x_best=x_best, grad_best=grad_best, loss_best=loss_best, increases=increases, x_adv=x_adv, robust=robust
+        )
 
-        def halve():
-            oscillating = increases <= windows[i] * rho
-            stalled = tf.logical_not(reduced_last) & (loss_best_last >= loss_best)
-            reduce = oscillating | stalled
-            where = tf.reshape(reduce, shape)
-            return (
-                tf.where(where, step_size / 2.0, step_size),
-                tf.where(where, x_best, x_new),
-                tf.where(where, grad_best, grad_new),
-                tf.zeros_like(increases),
-                reduce,
-                loss_best,
-            )
-
-        def keep():
-            return step_size, x_new, grad_new, increases, reduced_last, loss_best_last
-
-        step_size, x_next, grad_next, increases, reduced_last, loss_best_last = tf.cond(marks[i], halve, keep)
-        state = (x_next, x_k, grad_next, step_size, x_best, grad_best, loss_best, loss_new, increases,
-                 reduced_last, loss_best_last, x_adv, robust)
-        return i + 1, tuple(tf.stop_gradient(t) for t in state)
-
-    batch = tf.shape(x)[:1]
-    state = (
-        x_0,
-        x_0,
-        grad_0,
-        tf.fill(tf.concat([batch, tf.ones([x.shape.rank - 1], tf.int32)], 0), tf.cast(2.0, x.dtype) * eps),
-        x_0,
-        grad_0,
-        loss_0,
-        loss_0,
-        tf.zeros(batch, tf.float32),
-        tf.ones(batch, tf.bool),  # the reference counts the start as "just reduced"
-        loss_0,
-        x_0,
-        robust_0,
-    )
-    _, state = tf.while_loop(
-        lambda i, state: (i < steps) & tf.reduce_any(state[-1]),
-        body,
-        (tf.constant(0), state),
-    )
-    x_best, x_adv, robust = state[4], state[-2], state[-1]
-    return tf.stop_gradient(tf.where(tf.reshape(robust, shape), x_best, x_adv))
+    def _halve(self, i, s, x_new, grad_new):
+        """At a checkpoint: halve the step of the examples whose loss oscillated or stalled, and restart
+        them from their best point; count the increases afresh."""
+        oscillating = s.increases <= self._windows[i] * self._rho
+        stalled = tf.logical_not(s.reduced_last) & (s.loss_best_last >= s.loss_best)
+        reduce = oscillating | stalled
+        where = self.per_example(reduce)
+        return s.replace(
+            step_size=tf.where(where, s.step_size / 2.0, s.step_size),
+            x_k=tf.where(where, s.x_best, x_new),
+            grad=tf.where(where, s.grad_best, grad_new),
+            increases=tf.zeros_like(s.increases),
+            reduced_last=reduce,
+            loss_best_last=s.loss_best,
+        )
 
 
 def apgd_targeted(
@@ -308,10 +363,12 @@ def apgd_targeted(
       The adversarial batch.
 
     Example:
-      >>> x_adv = apgd_targeted(lambda t: model(t, training=False), x, y, eps=0.3, steps=100)
+      >>> x_adv = apgd_targeted(lambda t: smart(t, training=False), x[:8], y[:8], eps=0.1, steps=2,
+      ...                       target_classes=2, seed=0)
+      >>> x_adv.shape
+      TensorShape([8, 28, 28, 1])
     """
-    if isinstance(target_classes, bool) or not isinstance(target_classes, numbers.Integral) or target_classes < 1:
-        raise ValueError(f"`target_classes` must be an int >= 1. Received: target_classes={target_classes!r}")
+    target_classes = validation.check_int(target_classes, "target_classes", minimum=1)
     x = tf.stop_gradient(tf.convert_to_tensor(x))
     clean_logits = tf.cast(model_fn(x), tf.float32)
     classes = clean_logits.shape[-1]
@@ -319,7 +376,7 @@ def apgd_targeted(
         raise ValueError("apgd_targeted needs a static number of classes (the logits' last dimension).")
     labels = labels_lib.ids_tensor(y, clean_logits)
     ranking = tf.argsort(clean_logits, axis=-1, direction="DESCENDING", stable=True)
-    runs = min(int(target_classes), classes - 1)
+    runs = min(target_classes, classes - 1)
 
     def attack_survivors(rank, x_adv, robust):
         # Only the examples no earlier target has broken.

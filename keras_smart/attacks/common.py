@@ -1,48 +1,35 @@
 """What every gradient attack shares: argument checks, the loss, norm-ball steps and projections."""
 
-import numbers
-
 import tensorflow as tf
 
 from keras_smart import config as config_lib
 from keras_smart import labels as labels_lib
+from keras_smart import validation
 
-_TINY = 1e-12
-
-
-def check_positive(value, name):
-    """Validates a positive number; tensors and variables (schedules) pass unchecked."""
-    if isinstance(value, (tf.Tensor, tf.Variable)):
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a positive number. Received: {name}={value!r}")
-    if not value > 0:  # also rejects NaN
-        raise ValueError(f"`{name}` must be > 0. Received: {name}={value}")
-    return value
+TINY = 1e-12  # keeps divisions by a norm or a logit spread finite
 
 
-def check_steps(steps):
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"`steps` must be an int >= 1. Received: steps={steps!r}")
-    return int(steps)
+def check_attack_settings(eps, norm, eot_samples):
+    """Checks the settings every attack takes; returns (the `Norm`, eot_samples as an int).
+
+    Raises:
+      TypeError / ValueError: eps not a number > 0 (a tensor or variable, e.g.
+        a schedule, passes unchecked), an unknown norm, eot_samples not an int >= 1.
+    """
+    check_budget(eps, "eps")
+    norm = config_lib.coerce_enum(config_lib.Norm, norm, "norm")
+    return norm, validation.check_int(eot_samples, "eot_samples", minimum=1)
 
 
-def check_norm(norm):
-    return config_lib.coerce_enum(config_lib.Norm, norm, "norm")
+def check_budget(value, name):
+    """Raises unless `value` is a number > 0; a tensor or variable (a schedule) passes unchecked."""
+    if not isinstance(value, (tf.Tensor, tf.Variable)):
+        validation.check_positive(value, name)
 
 
 def default_loss(labels, logits):
     """Per-example cross-entropy from logits; labels as `keras_smart.labels` reads them (ids [B] or [B, 1], or rows)."""
     return labels_lib.cross_entropy(labels, logits)
-
-
-def check_eot_samples(eot_samples):
-    if isinstance(eot_samples, bool) or not isinstance(eot_samples, numbers.Integral) or eot_samples < 1:
-        raise ValueError(
-            "`eot_samples` must be an int >= 1 (1: one forward pass per gradient; k > 1: the gradient "
-            f"is averaged over k forward passes, for randomised models). Received: eot_samples={eot_samples!r}"
-        )
-    return int(eot_samples)
 
 
 def loss_and_gradient(model_fn, x, loss_fn, eot_samples=1):
@@ -91,6 +78,9 @@ def loss_and_gradient(model_fn, x, loss_fn, eot_samples=1):
         shape_invariants=(
             tf.TensorShape([]), tf.TensorShape([None]), x.shape, tf.TensorShape(None)
         ),
+        # One iteration at a time: each draw then meets the same iteration on every run, so the sum
+        # (and a seeded evaluation of a noisy model) is the same from run to run.
+        parallel_iterations=1,
     )
     k = tf.constant(float(eot_samples), tf.float32)
     return loss / k, grad / tf.cast(k, grad.dtype), logits / k
@@ -115,14 +105,14 @@ def step(grad, size, norm):
     """A step of length `size` in the norm's steepest-ascent direction."""
     if norm == config_lib.Norm.LINF:
         return size * tf.sign(grad)
-    return size * grad / (_per_example_l2(grad) + _TINY)
+    return size * grad / (_per_example_l2(grad) + TINY)
 
 
 def project(delta, eps, norm):
     """`delta` projected onto the eps-ball of the norm."""
     if norm == config_lib.Norm.LINF:
         return tf.clip_by_value(delta, -eps, eps)
-    return delta * tf.minimum(1.0, eps / (_per_example_l2(delta) + _TINY))
+    return delta * tf.minimum(1.0, eps / (_per_example_l2(delta) + TINY))
 
 
 def random_start(x, eps, norm, seed=None):
@@ -130,9 +120,10 @@ def random_start(x, eps, norm, seed=None):
     if norm == config_lib.Norm.LINF:
         return tf.random.uniform(tf.shape(x), -1.0, 1.0, dtype=x.dtype, seed=seed) * eps
     direction = tf.random.normal(tf.shape(x), dtype=x.dtype, seed=seed)
-    direction = direction / (_per_example_l2(direction) + _TINY)
+    direction = direction / (_per_example_l2(direction) + TINY)
     size = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
-    radius = tf.random.uniform(tf.concat([tf.shape(x)[:1], tf.ones([x.shape.rank - 1], tf.int32)], 0), dtype=x.dtype, seed=seed)
+    per_example = tf.concat([tf.shape(x)[:1], tf.ones([x.shape.rank - 1], tf.int32)], 0)
+    radius = tf.random.uniform(per_example, dtype=x.dtype, seed=seed)
     return direction * eps * radius ** (1.0 / size)
 
 

@@ -26,11 +26,11 @@ def fgsm(model_fn, x, y, *, eps, norm="linf", clip_min=0.0, clip_max=1.0, target
       The adversarial batch, with ||x_adv - x|| <= eps, inside the clip range.
 
     Example:
-      >>> x_adv = fgsm(lambda t: model(t, training=False), x, y, eps=0.1)
+      >>> x_adv = fgsm(lambda t: smart(t, training=False), x[:8], y[:8], eps=0.1)
+      >>> x_adv.shape, float(tf.reduce_max(tf.abs(x_adv - x[:8]))) <= 0.1 + 1e-6
+      (TensorShape([8, 28, 28, 1]), True)
     """
-    common.check_positive(eps, "eps")
-    norm = common.check_norm(norm)
-    eot_samples = common.check_eot_samples(eot_samples)
+    norm, eot_samples = common.check_attack_settings(eps, norm, eot_samples)
     x = tf.convert_to_tensor(x)
     y = tf.convert_to_tensor(y)
     eps = tf.cast(eps, x.dtype)

@@ -4,6 +4,8 @@ import math
 
 import tensorflow as tf
 
+from keras_smart import config as config_lib
+from keras_smart import validation
 from keras_smart.attacks import common
 
 
@@ -63,14 +65,11 @@ def pgd(
         eot_samples < 1, a step schedule other than "fixed" or "cosine".
 
     Example:
-      >>> x_adv = pgd(lambda t: model(t, training=False), x, y, eps=0.3, steps=40, step_size=0.01)
+      >>> x_adv = pgd(lambda t: smart(t, training=False), x[:8], y[:8], eps=0.1, steps=2, step_size=0.05)
+      >>> x_adv.shape, float(tf.reduce_max(tf.abs(x_adv - x[:8]))) <= 0.1 + 1e-6
+      (TensorShape([8, 28, 28, 1]), True)
     """
-    common.check_positive(eps, "eps")
-    common.check_positive(step_size, "step_size")
-    steps = common.check_steps(steps)
-    norm = common.check_norm(norm)
-    eot_samples = common.check_eot_samples(eot_samples)
-    cosine = _check_schedule(step_schedule) == common.config_lib.StepSchedule.COSINE
+    steps, norm, eot_samples, cosine = _check_settings(eps, steps, step_size, norm, eot_samples, step_schedule)
     loss_fn = loss_fn or common.default_loss
     x = tf.stop_gradient(tf.convert_to_tensor(x))
     y = tf.convert_to_tensor(y)
@@ -83,9 +82,7 @@ def pgd(
 
     def body(i, x_adv):
         grad = common.loss_gradient(model_fn, x_adv, y, loss_fn, targeted, eot_samples)
-        size = step_size
-        if cosine:
-            size = step_size * 0.5 * (1.0 + tf.cos(math.pi * tf.cast(i, x.dtype) / steps))
+        size = _step_length(step_size, i, steps) if cosine else step_size
         moved = x_adv + common.step(grad, size, norm)
         x_adv = common.clip(x + common.project(moved - x, eps, norm), clip_min, clip_max)
         return i + 1, tf.stop_gradient(x_adv)
@@ -94,9 +91,23 @@ def pgd(
     return x_adv
 
 
+def _step_length(step_size, i, steps):
+    """The cosine schedule's length of step `i` (0-based) of `steps`: from `step_size` down towards 0."""
+    return step_size * 0.5 * (1.0 + tf.cos(math.pi * tf.cast(i, step_size.dtype) / steps))
+
+
+def _check_settings(eps, steps, step_size, norm, eot_samples, step_schedule):
+    """Checks pgd's settings; returns (steps, the `Norm`, eot_samples, whether the schedule is cosine)."""
+    norm, eot_samples = common.check_attack_settings(eps, norm, eot_samples)
+    common.check_budget(step_size, "step_size")
+    steps = validation.check_int(steps, "steps", minimum=1)
+    cosine = _check_schedule(step_schedule) == config_lib.StepSchedule.COSINE
+    return steps, norm, eot_samples, cosine
+
+
 def _check_schedule(step_schedule):
-    schedule = common.config_lib.coerce_enum(common.config_lib.StepSchedule, step_schedule, "step_schedule")
-    if schedule == common.config_lib.StepSchedule.APGD:
+    schedule = config_lib.coerce_enum(config_lib.StepSchedule, step_schedule, "step_schedule")
+    if schedule == config_lib.StepSchedule.APGD:
         raise ValueError(
             "`pgd` takes step_schedule='fixed' or 'cosine'; APGD has its own step rule: call "
             "`keras_smart.attacks.apgd` (or `attacks.run` with an AttackConfig(step_schedule='apgd')). "

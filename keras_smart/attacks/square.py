@@ -11,12 +11,11 @@ the window's area shrinks on the reference schedule (p_init, halved at 0.1%,
 example (IBM ART's port draws one window for the whole batch).
 """
 
-import numbers
-
 import tensorflow as tf
 
 from keras_smart import config as config_lib
 from keras_smart import labels as labels_lib
+from keras_smart import validation
 from keras_smart.attacks import common
 
 # The reference schedule: at these shares of the queries (x 10,000) the window's area halves.
@@ -27,7 +26,7 @@ def window_fraction(query, queries, p_init=0.8):
     """The share of the image a window covers at `query` (0-based) of `queries` (reference `p_selection`).
 
     Example:
-      >>> float(window_fraction(0, 5000)), float(window_fraction(4999, 5000))
+      >>> round(float(window_fraction(0, 5000)), 6), round(float(window_fraction(4999, 5000)), 7)
       (0.8, 0.0015625)
     """
     step = tf.cast(tf.cast(query, tf.float32) / float(queries) * 10000.0, tf.int32)
@@ -93,79 +92,112 @@ def square(
       (the search stops for an example once it is misclassified).
 
     Raises:
-      ValueError: a non-image input, norm other than "linf", bad queries/p_init/eot_samples.
+      TypeError / ValueError: a non-image input, norm other than "linf", bad
+        eps/queries/p_init/eot_samples.
 
     Example:
-      >>> x_adv = square(lambda t: model(t, training=False), x, y, eps=0.3, queries=1000)
+      >>> x_adv = square(lambda t: smart(t, training=False), x[:8], y[:8], eps=0.1, queries=5, seed=0)
+      >>> x_adv.shape, float(tf.reduce_max(tf.abs(x_adv - x[:8]))) <= 0.1 + 1e-6
+      (TensorShape([8, 28, 28, 1]), True)
     """
-    common.check_positive(eps, "eps")
-    if common.check_norm(norm) != config_lib.Norm.LINF:
+    queries, eot_samples, p_init = _check_settings(eps, queries, p_init, norm, eot_samples)
+    x = tf.stop_gradient(tf.convert_to_tensor(x))
+    if x.shape.rank != 4:
+        raise ValueError(f"Square perturbs images [batch, height, width, channels]. Received shape {x.shape}")
+    search = _Search(model_fn, x, tf.cast(eps, x.dtype), queries, p_init, clip_min, clip_max, seed, eot_samples)
+    x_best, margin_best = search.start(y)
+    _, x_best, _ = tf.while_loop(
+        lambda query, _, margin_best: (query < queries) & tf.reduce_any(margin_best > 0.0),
+        search,
+        (tf.constant(1), x_best, margin_best),
+    )
+    return tf.stop_gradient(x_best)
+
+
+def _check_settings(eps, queries, p_init, norm, eot_samples):
+    """Checks square's settings; returns (queries, eot_samples, p_init)."""
+    norm, eot_samples = common.check_attack_settings(eps, norm, eot_samples)
+    if norm != config_lib.Norm.LINF:
         raise ValueError(
             "The in-graph Square attack is L-inf only. For L2 use IBM ART's SquareAttack (through "
             "keras_smart.evaluation.as_art_classifier), as evaluate_tradeoff does for norm='l2'."
         )
-    queries = common.check_steps(queries)
-    eot_samples = common.check_eot_samples(eot_samples)
-    if isinstance(p_init, bool) or not isinstance(p_init, numbers.Real) or not 0.0 < p_init <= 1.0:
-        raise ValueError(f"`p_init` must be in (0, 1]. Received: p_init={p_init!r}")
-    x = tf.stop_gradient(tf.convert_to_tensor(x))
-    if x.shape.rank != 4:
-        raise ValueError(f"Square perturbs images [batch, height, width, channels]. Received shape {x.shape}")
-    eps = tf.cast(eps, x.dtype)
-    shape = tf.shape(x)
-    batch, height, width, channels = (x.shape[i] if x.shape[i] is not None else shape[i] for i in range(4))
+    queries = validation.check_int(queries, "queries", minimum=1)
+    p_init = validation.check_real(p_init, "p_init", low=0.0, high=1.0, low_open=True)
+    return queries, eot_samples, p_init
 
-    def op_seed(offset):
+
+class _Search:
+    """Square's random search over a batch: the stripes start, then the `tf.while_loop` body (one query)."""
+
+    def __init__(self, model_fn, x, eps, queries, p_init, clip_min, clip_max, seed, eot_samples):
+        self._model_fn = model_fn
+        self._x = x
+        self._eps = eps
+        self._queries = queries
+        self._p_init = p_init
+        self._clip = lambda images: common.clip(images, clip_min, clip_max)
+        self._seed = seed
+        self._eot_samples = eot_samples
+        shape = tf.shape(x)
+        self._batch, self._height, self._width, self._channels = (
+            x.shape[i] if x.shape[i] is not None else shape[i] for i in range(4)
+        )
+        self._labels = self._rows = self._cols = None
+
+    def _op_seed(self, offset):
         # Random ops that share an op seed draw the same stream: give each its own.
-        return None if seed is None else seed + offset
+        return None if self._seed is None else self._seed + offset
 
-    def random_signs(size, offset):
-        return tf.where(tf.random.uniform(size, seed=op_seed(offset)) < 0.5, -1.0, 1.0)
+    def _random_signs(self, size, offset):
+        return tf.where(tf.random.uniform(size, seed=self._op_seed(offset)) < 0.5, -1.0, 1.0)
 
-    # Vertical stripes: one sign per column and channel.
-    x_best = common.clip(x + eps * tf.cast(random_signs([batch, 1, width, channels], 0), x.dtype), clip_min, clip_max)
-    logits_best = _mean_logits(model_fn, x_best, eot_samples)
-    labels = labels_lib.ids_tensor(y, logits_best)  # read once, against the model's class count
-    margin_best = _margin(logits_best, labels)
+    def _margin(self, images):
+        return _margin(_mean_logits(self._model_fn, images, self._eot_samples), self._labels)
 
-    def margin(images):
-        return _margin(_mean_logits(model_fn, images, eot_samples), labels)
+    def start(self, y):
+        """(x_best, margin_best) at vertical stripes: one sign per column and channel."""
+        stripes = self._random_signs([self._batch, 1, self._width, self._channels], 0)
+        x_best = self._clip(self._x + self._eps * tf.cast(stripes, self._x.dtype))
+        logits_best = _mean_logits(self._model_fn, x_best, self._eot_samples)
+        self._labels = labels_lib.ids_tensor(y, logits_best)  # read once, against the model's class count
+        margin_best = _margin(logits_best, self._labels)
+        self._rows = tf.range(self._height)[None, :, None]
+        self._cols = tf.range(self._width)[None, None, :]
+        return x_best, margin_best
 
-    rows = tf.range(height)[None, :, None]
-    cols = tf.range(width)[None, None, :]
-
-    def body(query, x_best, margin_best):
-        p = window_fraction(query - 1, queries, p_init)
-        area = tf.cast(height * width, tf.float32)
-        side = tf.cast(tf.round(tf.sqrt(p * area)), tf.int32)
-        side = tf.clip_by_value(side, 1, tf.maximum(tf.minimum(height, width) - 1, 1))
-        top = tf.random.uniform([batch], 0, tf.maximum(height - side, 1), dtype=tf.int32, seed=op_seed(2))
-        left = tf.random.uniform([batch], 0, tf.maximum(width - side, 1), dtype=tf.int32, seed=op_seed(3))
-        window = (
-            (rows >= top[:, None, None]) & (rows < (top + side)[:, None, None])
-            & (cols >= left[:, None, None]) & (cols < (left + side)[:, None, None])
-        )[..., None]  # [batch, height, width, 1]
-        signs = tf.cast(random_signs([batch, 1, 1, channels], 1), x.dtype)
-
-        def candidate(signs):
-            delta = tf.where(window, eps * signs, x_best - x)
-            return common.clip(x + delta, clip_min, clip_max)
-
+    def __call__(self, query, x_best, margin_best):
+        """One query per example: move a random window to a random corner; keep it if the margin drops."""
+        window = self._random_window(query)
+        signs = tf.cast(self._random_signs([self._batch, 1, 1, self._channels], 1), self._x.dtype)
         # A move that leaves the window as it is wastes a query: flip those channels' signs.
-        first = candidate(signs)
+        first = self._candidate(window, signs, x_best)
         unchanged = tf.reduce_all(
             tf.logical_or(tf.abs(first - x_best) < 1e-7, tf.logical_not(window)), axis=[1, 2], keepdims=True
         )
-        moved = candidate(tf.where(unchanged, -signs, signs))
-        margin_new = margin(moved)
+        moved = self._candidate(window, tf.where(unchanged, -signs, signs), x_best)
+        margin_new = self._margin(moved)
         improved = (margin_new < margin_best) & (margin_best > 0.0)
         x_best = tf.where(improved[:, None, None, None], moved, x_best)
         margin_best = tf.where(improved, margin_new, margin_best)
-        return query + 1, tf.ensure_shape(tf.stop_gradient(x_best), x.shape), margin_best
+        return query + 1, tf.ensure_shape(tf.stop_gradient(x_best), self._x.shape), margin_best
 
-    _, x_best, _ = tf.while_loop(
-        lambda query, _, margin_best: (query < queries) & tf.reduce_any(margin_best > 0.0),
-        body,
-        (tf.constant(1), x_best, margin_best),
-    )
-    return tf.stop_gradient(x_best)
+    def _random_window(self, query):
+        """[batch, height, width, 1]: per example, a random square of the side the schedule gives."""
+        height, width = self._height, self._width
+        p = window_fraction(query - 1, self._queries, self._p_init)
+        area = tf.cast(height * width, tf.float32)
+        side = tf.cast(tf.round(tf.sqrt(p * area)), tf.int32)
+        side = tf.clip_by_value(side, 1, tf.maximum(tf.minimum(height, width) - 1, 1))
+        top = tf.random.uniform([self._batch], 0, tf.maximum(height - side, 1), dtype=tf.int32, seed=self._op_seed(2))
+        left = tf.random.uniform([self._batch], 0, tf.maximum(width - side, 1), dtype=tf.int32, seed=self._op_seed(3))
+        rows, cols = self._rows, self._cols
+        return (
+            (rows >= top[:, None, None]) & (rows < (top + side)[:, None, None])
+            & (cols >= left[:, None, None]) & (cols < (left + side)[:, None, None])
+        )[..., None]
+
+    def _candidate(self, window, signs, x_best):
+        """x_best with the window moved to eps * signs, in the clip range."""
+        delta = tf.where(window, self._eps * signs, x_best - self._x)
+        return self._clip(self._x + delta)

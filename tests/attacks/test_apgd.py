@@ -86,12 +86,20 @@ def test_apgd_takes_one_hot_labels():
         ({"loss": "cw"}, "loss"),
         ({"eot_samples": 0}, "eot_samples"),
         ({"momentum": 1.5}, "momentum"),
+        ({"rho": 0.0}, "`rho` must be in \\(0, 1\\]"),
     ],
 )
 def test_apgd_rejects_bad_settings(kwargs, fragment):
     settings = {"eps": 0.1, **kwargs}
     with pytest.raises(ValueError, match=fragment):
         attacks.apgd(linear, X, Y, **settings)
+
+
+def test_apgd_rejects_settings_of_the_wrong_type():
+    with pytest.raises(TypeError, match="`rho` must be a real number in \\(0, 1\\]"):
+        attacks.apgd(linear, X, Y, eps=0.1, rho="0.5")
+    with pytest.raises(TypeError, match="`target_classes` must be an int >= 1"):
+        attacks.apgd_targeted(linear, X, Y, eps=0.1, target_classes=True)
 
 
 def test_eot_averages_gradients_over_distinct_draws_inside_tf_function():

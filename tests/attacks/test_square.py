@@ -54,6 +54,8 @@ def test_square_rejects_what_it_cannot_do():
         attacks.square(model, np.zeros((2, 6), "float32"), [0, 1], eps=0.1)
     with pytest.raises(ValueError, match="p_init"):
         attacks.square(model, x, [0, 1], eps=0.1, p_init=0.0)
+    with pytest.raises(ValueError, match="`queries` must be an int >= 1"):
+        attacks.square(model, x, [0, 1], eps=0.1, queries=0)
 
 
 @pytest.mark.slow
