@@ -15,8 +15,10 @@ The recipe:
    the clean and adversarial masks designed (`keras_smart.design_masks`);
 2. `keras_smart.pruning.prune_low_magnitude` with TF-MOT's `PolynomialDecay`
    schedule: weights outside both masks are pruned first, then the smallest;
-3. `fit` with `AdversarialCallback` (OAT's recipe, in-graph PGD) and TF-MOT's
-   `UpdatePruningStep`;
+3. `fit` with `AdversarialCallback` (OAT's recipe, in-graph PGD) and
+   `keras_smart.pruning.UpdatePruning` (TF-MOT's `UpdatePruningStep`, counting
+   optimizer steps: the schedule's steps are optimizer steps, however many
+   times the adversarial step calls the model);
 4. `keras_smart.pruning.strip_pruning`: a SmartModel again, its masks
    intersected with the surviving weights; sparsity per kernel, non-zeros per path;
 5. clean and PGD accuracy at lam = 0 and 1 (`keras_smart.evaluate_tradeoff`);
@@ -45,14 +47,10 @@ import numpy as np
 import tensorflow as tf
 
 import keras_smart
-from keras_smart import _compat
 
-keras = _compat.keras
+keras = keras_smart.keras
 
 EPS = 0.3  # the digits' customary L-inf budget
-# Training-mode calls of the model per optimizer step in adversarial training (SMART's "switch" mode): the
-# clean group, and the attacked group clean and adversarial (the PGD steps run in inference mode).
-TRAINING_CALLS_PER_STEP = 3
 
 
 def require_tf_keras():
@@ -65,15 +63,6 @@ def require_tf_keras():
             "tf-keras and tensorflow-model-optimization), or use keras_smart.pruning.prune, the native gradual "
             "pruning that works in both flavours."
         )
-
-
-def _adversarial_examples(model, x, y, attack, batch_size):
-    """PGD examples against `model` as it is now (batch-norm in inference mode), crafted once."""
-    craft = tf.function(lambda xb, yb: keras_smart.attacks.run(attack, lambda t: model(t, training=False), xb, yb))
-    return np.concatenate([
-        craft(tf.constant(x[i : i + batch_size]), tf.constant(y[i : i + batch_size])).numpy()
-        for i in range(0, len(x), batch_size)
-    ])
 
 
 def main(
@@ -125,7 +114,7 @@ def main(
 
     Returns:
       A dict: "target_sparsity", "sparsity" ({"layer/kernel": share of zeros}),
-      "pruning_steps" (TF-MOT's step counter at the end), "nonzero"
+      "pruning_steps" (the wrappers' step counter at the end: optimizer steps), "nonzero"
       (`count_nonzero` as a dict), "rows" (clean and attack accuracy at lam 0
       and 1), "report", "qat_rows" (the QAT model's row, or None), "export"
       (`ExportResult.as_dict()`, or None), "history", "files" and "seconds".
@@ -144,99 +133,38 @@ def main(
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    x, y = keras_smart.data.digits("train")
-    x_test, y_test = keras_smart.data.digits("test")
-    x, y = x[:max_examples], y[:max_examples]
-    x_test, y_test = x_test[:eval_examples], y_test[:eval_examples]
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    (x, y), (x_test, y_test) = (keras_smart.data.digits(split) for split in ("train", "test"))
+    x, y, x_test, y_test = x[:max_examples], y[:max_examples], x_test[:eval_examples], y_test[:eval_examples]
     attack = keras_smart.AttackConfig(eps=EPS, steps=attack_steps)
+    settings = dict(batch_size=batch_size, learning_rate=learning_rate, seed=seed, verbose=verbose)
 
-    # 1. Convert, warm up dense, design the two masks.
-    smart = keras_smart.convert(keras_smart.backbones.build("digits_cnn", x.shape[1:], 10), "smart")
-    if warmup_epochs:
-        smart.compile(keras.optimizers.Adam(learning_rate), loss, metrics=["accuracy"])
-        smart.fit(x, y, batch_size=batch_size, epochs=warmup_epochs, verbose=verbose, callbacks=[
-            keras_smart.callbacks.AdversarialCallback(attack=attack, eps_schedule=warmup_epochs, seed=seed)])
-    scored = mask_score in ("snip", "learned")
-    keras_smart.design_masks(
-        smart, score=mask_score, density=density, seed=seed, data=(x[:512], y[:512]) if scored else None,
-        attack=attack if scored else None,
+    # 1-4. Convert and design the masks; prune with TF-MOT while training adversarially; strip.
+    smart = _smart_with_masks(x, y, attack, warmup_epochs, density, mask_score, **settings)
+    pruned_smart, history, pruning_steps, end_step = _prune_while_training(
+        tfmot, smart, x, y, attack, epochs, target_sparsity, **settings
     )
-
-    # 2. TF-MOT's wrappers around the conditional layers' kernels, with a schedule that reaches the target
-    # after three quarters of the optimizer steps. TF-MOT's step counter advances once per training-mode call
-    # of the model, not once per optimizer step, so the schedule is written in training calls.
-    steps = epochs * math.ceil(len(x) / batch_size)
-    frequency = TRAINING_CALLS_PER_STEP * max(1, (3 * steps // 4) // 10)
-    end_step = max(frequency, TRAINING_CALLS_PER_STEP * (3 * steps // 4) // frequency * frequency)
-    schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=target_sparsity, begin_step=0, end_step=end_step, frequency=frequency
-    )
-    pruned = keras_smart.pruning.prune_low_magnitude(smart, pruning_schedule=schedule)
-
-    # 3. Adversarial training while the sparsity grows.
-    pruned.compile(keras.optimizers.Adam(learning_rate), loss, metrics=["accuracy"])
-    history = pruned.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=[
-        keras_smart.callbacks.AdversarialCallback(attack=attack, seed=seed),
-        tfmot.sparsity.keras.UpdatePruningStep(),
-    ])
-    pruning_steps = int(next(l.pruning_step.numpy() for l in pruned.layers if hasattr(l, "pruning_step")))
-
-    # 4. Strip: a SmartModel with plain conditional layers again, its masks inside the surviving weights.
-    pruned_smart = keras_smart.pruning.strip_pruning(pruned)
     sparsity = keras_smart.pruning.kernel_sparsity(pruned_smart)
     counts = keras_smart.count_nonzero(pruned_smart)
     pruned_smart.save(str(out / "model.keras"))
     trained = time.perf_counter()
 
     # 5. Clean and attacked accuracy of both paths.
-    report = keras_smart.evaluate_tradeoff(
-        pruned_smart, (x_test, y_test), lambdas=(0.0, 1.0), attacks=tuple(attacks), eps=EPS,
-        batch_size=max(batch_size, 256), seed=seed, attack_options=attack_options, progress=bool(verbose),
-    )
+    evaluation = dict(attacks=tuple(attacks), eps=EPS, batch_size=max(batch_size, 256), seed=seed,
+                      attack_options=attack_options, progress=bool(verbose))
+    report = keras_smart.evaluate_tradeoff(pruned_smart, (x_test, y_test), tradeoffs=(0.0, 1.0), **evaluation)
     (out / "report.json").write_text(report.to_json())
     (out / "report.md").write_text(report.to_markdown())
     evaluated = time.perf_counter()
 
     # 6. Pruning-preserving QAT of the robust path, then an int8 file that keeps the zeros.
-    qat_report, export = None, None
-    if qat_epochs:
-        keras_smart.set_tradeoff(pruned_smart, 1.0)
-        x_adv = _adversarial_examples(pruned_smart, x, y, attack, max(batch_size, 256))
-        qat = keras_smart.pruning.quantize_aware(pruned_smart, tradeoff=1.0)
-        qat.compile(keras.optimizers.Adam(learning_rate / 10), loss, metrics=["accuracy"])
-        qat.fit(np.concatenate([x, x_adv]), np.concatenate([y, y]), batch_size=batch_size, epochs=qat_epochs,
-                shuffle=True, verbose=verbose)
-        qat_report = keras_smart.evaluate_tradeoff(
-            qat, (x_test, y_test), attacks=tuple(attacks), eps=EPS, batch_size=max(batch_size, 256), seed=seed,
-            attack_options=attack_options, progress=bool(verbose),
-        )
-        if quantize:
-            export = keras_smart.export.to_tflite(
-                qat, out / "robust.tflite", quantize="int8", check_data=x_test[:256], min_agreement=min_agreement
-            )
-    elif quantize:
-        export = keras_smart.export.to_tflite(
-            pruned_smart, out / "robust.tflite", tradeoff=1.0, quantize=quantize, representative_data=x[:256],
-            check_data=x_test[:256], min_agreement=min_agreement,
-        )
+    qat_report, export = _quantize_and_export(
+        pruned_smart, x, y, (x_test, y_test), attack, qat_epochs, quantize, min_agreement, out, evaluation,
+        batch_size=batch_size, learning_rate=learning_rate, verbose=verbose,
+    )
     done = time.perf_counter()
 
     if verbose:
-        print(f"\nkernel sparsity after TF-MOT pruning (target {target_sparsity:.0%}, "
-              f"{pruning_steps} TF-MOT steps, end_step {end_step}):")
-        for name, value in sparsity.items():
-            print(f"  {name:<24} {value:6.1%}")
-        print(f"non-zero kernel weights: clean {counts.clean:,}, adversarial {counts.adv:,}, union {counts.union:,} "
-              f"of {counts.total:,}\n")
-        print(report.to_markdown())
-        if qat_report is not None:
-            row = qat_report.rows[0]
-            print("\nafter QAT at lam = 1: " + ", ".join(f"{k} {v:.1%}" for k, v in row.items()
-                                                       if k not in ("tradeoff", "nonzero", "macs")))
-        if export is not None:
-            print(f"{export.path}: {export.size_bytes / 1e3:.0f} kB {export.quantize}, top-1 agreement with Keras "
-                  f"{export.agreement:.1%}")
+        _print_summary(target_sparsity, sparsity, pruning_steps, end_step, counts, report, qat_report, export)
         print(f"\ntrained in {trained - start:.0f}s, evaluated in {evaluated - trained:.0f}s, "
               f"QAT and export in {done - evaluated:.0f}s")
     files = {"model": out / "model.keras", "report_json": out / "report.json", "report_md": out / "report.md"}
@@ -255,6 +183,99 @@ def main(
         "files": {name: str(path) for name, path in files.items()},
         "seconds": {"train": trained - start, "evaluate": evaluated - trained, "qat_export": done - evaluated},
     }
+
+
+def _loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _smart_with_masks(x, y, attack, warmup_epochs, density, mask_score, *, batch_size, learning_rate, seed, verbose):
+    """digits_cnn converted to SMART, warmed up dense (adversarially), its clean and adversarial masks designed."""
+    smart = keras_smart.convert(keras_smart.backbones.build("digits_cnn", x.shape[1:], 10), "smart")
+    if warmup_epochs:
+        smart.compile(keras.optimizers.Adam(learning_rate), _loss(), metrics=["accuracy"])
+        smart.fit(x, y, batch_size=batch_size, epochs=warmup_epochs, verbose=verbose, callbacks=[
+            keras_smart.callbacks.AdversarialCallback(attack=attack, eps_schedule=warmup_epochs, seed=seed)])
+    scored = mask_score in ("snip", "learned")
+    keras_smart.design_masks(
+        smart, score=mask_score, density=density, seed=seed, data=(x[:512], y[:512]) if scored else None,
+        attack=attack if scored else None,
+    )
+    return smart
+
+
+def _prune_while_training(tfmot, smart, x, y, attack, epochs, target_sparsity, *, batch_size, learning_rate, seed,
+                          verbose):
+    """TF-MOT's wrappers around the kernels, adversarial training while the sparsity grows, then strip.
+
+    The schedule reaches the target after three quarters of the optimizer steps.
+    Returns (the stripped SmartModel, the History, the wrappers' step count, the schedule's end step).
+    """
+    steps = epochs * math.ceil(len(x) / batch_size)
+    frequency = max(1, (3 * steps // 4) // 10)
+    end_step = max(frequency, (3 * steps // 4) // frequency * frequency)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=target_sparsity, begin_step=0, end_step=end_step, frequency=frequency
+    )
+    pruned = keras_smart.pruning.prune_low_magnitude(smart, pruning_schedule=schedule)
+    pruned.compile(keras.optimizers.Adam(learning_rate), _loss(), metrics=["accuracy"])
+    history = pruned.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=[
+        keras_smart.callbacks.AdversarialCallback(attack=attack, seed=seed),
+        keras_smart.pruning.UpdatePruning(),
+    ])
+    pruning_steps = int(next(l.pruning_step.numpy() for l in pruned.layers if hasattr(l, "pruning_step")))
+    # A SmartModel with plain conditional layers again, its masks inside the surviving weights.
+    return keras_smart.pruning.strip_pruning(pruned), history, pruning_steps, end_step
+
+
+def _adversarial_examples(model, x, y, attack, batch_size):
+    """PGD examples against `model` as it is now (batch-norm in inference mode), crafted once."""
+    craft = tf.function(lambda xb, yb: keras_smart.attacks.run(attack, lambda t: model(t, training=False), xb, yb))
+    return np.concatenate([
+        craft(tf.constant(x[i : i + batch_size]), tf.constant(y[i : i + batch_size])).numpy()
+        for i in range(0, len(x), batch_size)
+    ])
+
+
+def _quantize_and_export(pruned_smart, x, y, test, attack, qat_epochs, quantize, min_agreement, out, evaluation, *,
+                         batch_size, learning_rate, verbose):
+    """QAT of the robust path (lam = 1) on clean and PGD examples, and the LiteRT file; (QAT report, export)."""
+    qat_report, export = None, None
+    if qat_epochs:
+        keras_smart.set_tradeoff(pruned_smart, 1.0)
+        x_adv = _adversarial_examples(pruned_smart, x, y, attack, max(batch_size, 256))
+        qat = keras_smart.pruning.quantize_aware(pruned_smart, tradeoff=1.0)
+        qat.compile(keras.optimizers.Adam(learning_rate / 10), _loss(), metrics=["accuracy"])
+        qat.fit(np.concatenate([x, x_adv]), np.concatenate([y, y]), batch_size=batch_size, epochs=qat_epochs,
+                shuffle=True, verbose=verbose)
+        qat_report = keras_smart.evaluate_tradeoff(qat, test, **evaluation)
+        if quantize:
+            export = keras_smart.export.to_tflite(
+                qat, out / "robust.tflite", quantize="int8", check_data=test[0][:256], min_agreement=min_agreement
+            )
+    elif quantize:
+        export = keras_smart.export.to_tflite(
+            pruned_smart, out / "robust.tflite", tradeoff=1.0, quantize=quantize, representative_data=x[:256],
+            check_data=test[0][:256], min_agreement=min_agreement,
+        )
+    return qat_report, export
+
+
+def _print_summary(target_sparsity, sparsity, pruning_steps, end_step, counts, report, qat_report, export):
+    print(f"\nkernel sparsity after TF-MOT pruning (target {target_sparsity:.0%}, "
+          f"{pruning_steps} optimizer steps, end_step {end_step}):")
+    for name, value in sparsity.items():
+        print(f"  {name:<24} {value:6.1%}")
+    print(f"non-zero kernel weights: clean {counts.clean:,}, adversarial {counts.adv:,}, union {counts.union:,} "
+          f"of {counts.total:,}\n")
+    print(report.to_markdown())
+    if qat_report is not None:
+        row = qat_report.rows[0]
+        print("\nafter QAT at lam = 1: " + ", ".join(f"{k} {v:.1%}" for k, v in row.items()
+                                                   if k not in ("tradeoff", "nonzero", "macs")))
+    if export is not None:
+        print(f"{export.path}: {export.size_bytes / 1e3:.0f} kB {export.quantize}, top-1 agreement with Keras "
+              f"{export.agreement:.1%}")
 
 
 def _parse_args(argv=None):

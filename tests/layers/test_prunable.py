@@ -30,11 +30,14 @@ def test_tfmot_prunes_trains_and_strips_a_smart_model():
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = models.inputs_for(smart, batch=8), np.arange(8) % 4
     pruned.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
-    keras_smart.set_tradeoff(pruned, 1.0)  # the wrapped layers still read the model's trade-off
+    keras_smart.set_tradeoff(pruned, 1.0)
+    wrapped = [l for l in _compat.flatten_layers(pruned) if isinstance(l, cl.ConditionalLayer)]
+    assert wrapped and all(float(l.current_tradeoff()) == 1.0 for l in wrapped), "the wrapped layers read lam"
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     assert isinstance(stripped, keras_smart.SmartModel)
     assert type(stripped.get_layer("conv")) is cl.DualMaskConv2D
     kernel = stripped.get_layer("conv").kernel.numpy()
     assert (kernel == 0).mean() == pytest.approx(0.5, abs=0.02)
-    keras_smart.set_tradeoff(stripped, 1.0)  # TF-MOT's clone starts a fresh trade-off variable
+    assert keras_smart.get_tradeoff(stripped) == 0.0, "TF-MOT's clone starts a fresh trade-off variable"
+    keras_smart.set_tradeoff(stripped, 1.0)
     np.testing.assert_allclose(stripped(x), pruned(x), atol=1e-5)
