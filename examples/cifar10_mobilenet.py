@@ -5,14 +5,17 @@ Run (CIFAR-10 must be prepared in tensorflow-datasets, see below):
   python examples/cifar10_mobilenet.py --data_dir=~/tensorflow_datasets --output_dir=cifar10_smart
   python examples/cifar10_mobilenet.py --epochs=1 --max_examples=2048 --eval_examples=256 --attacks=fgsm,pgd20
 
-The recipe is `keras-smart train` / `evaluate` / `export` (keras_smart/cli.py)
-written out: `keras_smart.data.load` (pad-crop and flip augmentation), the
-`mobilenet_v2` backbone (untrained, logits out), `keras_smart.convert(..., "smart")`,
-`fit` with `AdversarialCallback` (OAT's per-example lam, in-graph PGD-7 at
-eps = 8/255 with a linear eps warm-up) and `MaskUpdate` (a dense warm-up, then
-SNIP masks per path), then `keras_smart.evaluate_tradeoff` on the test split
-(report.md, report.json, frontier.png) and `keras_smart.export.bundle` (one
-int8 LiteRT file per trade-off, labels.txt, smart.json).
+The recipe is `keras-smart train` / `evaluate` / `export` with CIFAR-10
+settings: a `TrainSettings` (the `mobilenet_v2` backbone, untrained, logits
+out; pad-crop and flip augmentation; in-graph PGD-7 at eps = 8/255 with a
+linear eps warm-up; a dense warm-up, then SNIP masks per path and layer) run
+by `keras_smart.cli.runs`: `train` (`keras_smart.convert(..., "smart")`, then
+`fit` with `AdversarialCallback` and `MaskUpdate`), `evaluate`
+(`keras_smart.evaluate_tradeoff` on the test split: report/report.md,
+report.json, frontier.png) and `export` (`keras_smart.export.bundle`: one
+int8 LiteRT file per trade-off, labels.txt, smart.json). The output directory
+is a keras-smart run directory: `keras-smart evaluate --run_dir=...` reads it,
+and an interrupted run resumes when the same command is run again.
 
 Data: nothing is downloaded unless --download is given. Prepare CIFAR-10 once
 on a machine with network, e.g.
@@ -35,22 +38,27 @@ import pathlib
 import sys
 import time
 
-import numpy as np
-
 import keras_smart
-from keras_smart import _compat
-
-keras = _compat.keras
+from keras_smart import cli
+from keras_smart.cli import run_dir
+from keras_smart.cli import runs
 
 DATASET = "cifar10"
 BACKBONE = "mobilenet_v2"
 EPS = 8 / 255
 
 
-def _arrays(dataset):
-    """A dataset of (x, y) batches as two arrays."""
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
-    return np.concatenate(xs), np.concatenate(ys)
+def train_settings(*, epochs=30, max_examples=None, batch_size=128, data_dir=None, attack_steps=7, eps_warmup=5,
+                   mask_warmup=5, mask_score="snip", density=(0.35, 0.35), tradeoff_mode=None, learning_rate=1e-3,
+                   seed=0):
+    """The run's `TrainSettings`: SMART MobileNetV2 on CIFAR-10 at eps = 8/255 (`main` describes the arguments)."""
+    return cli.TrainSettings(
+        dataset=DATASET, data_dir=data_dir, backbone=BACKBONE, method="smart", tradeoff_mode=tradeoff_mode,
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, eps=EPS, attack_steps=attack_steps,
+        eps_warmup=eps_warmup, mask_score=mask_score, mask_allocation="layer", density=tuple(density),
+        mask_warmup=max(0, min(mask_warmup, epochs - 1)),  # the masks are always designed
+        augment=True, max_examples=max_examples or 0, seed=seed,
+    )
 
 
 def main(
@@ -64,6 +72,7 @@ def main(
     data_dir=None,
     download=False,
     output_dir="cifar10_smart",
+    overwrite=False,
     quantize="int8",
     attack_steps=7,
     eps_warmup=5,
@@ -73,8 +82,6 @@ def main(
     tradeoffs=(0.0, 1.0),
     tradeoff_mode=None,
     learning_rate=1e-3,
-    shuffle_buffer=10_000,
-    representative_examples=256,
     run_eagerly=False,
     seed=0,
     verbose=1,
@@ -93,30 +100,29 @@ def main(
       data_dir: where tensorflow-datasets keeps prepared data (None: TFDS_DATA_DIR
         or ~/tensorflow_datasets).
       download: let tensorflow-datasets download and prepare CIFAR-10 (needs network).
-      output_dir: where model.keras, history.csv, report.* and bundle/ are written
-        (created; an existing bundle/ there is replaced).
+      output_dir: the run directory: config.json, model.keras, history.csv,
+        logs/, report/ and bundle/ are written there. An interrupted run there
+        resumes; a finished one is refused unless `overwrite`.
+      overwrite: replace a finished run in `output_dir`.
       quantize: the bundle's quantization: None, "dynamic", "float16" or "int8"
-        (int8 is calibrated on `representative_examples` training images and must
-        agree with Keras on >= 98% of the check images, which a barely trained
-        model may not).
+        (int8 is calibrated on the first 256 test images and must agree with
+        Keras on >= 98% of them, which a barely trained model may not).
       attack_steps: PGD steps of the training attack (eps = 8/255, step 2.5 * eps / steps).
       eps_warmup: epochs of linear eps warm-up (0: none).
       mask_warmup: dense epochs before the masks are designed (at most epochs - 1,
         so that the masks are always designed).
       mask_score: "snip", "magnitude", "random" or "learned" (see `design_masks`).
       density: (clean, adversarial) share of each kernel that each path keeps.
-      tradeoffs: trade-offs lam to evaluate and to export. In SMART's default
-        "switch" mode every lam > 0 selects the adversarial path, so (0, 1) covers
-        the frontier; with tradeoff_mode="blend" list more.
+      tradeoffs: trade-offs to evaluate and to export. In SMART's default
+        "switch" mode every trade-off > 0 selects the adversarial path, so
+        (0, 1) covers the frontier (and is what training draws from); with
+        tradeoff_mode="blend" list more.
       tradeoff_mode: SMART's `tradeoff_mode` (None: the layer default, "switch").
       learning_rate: Adam's learning rate.
-      shuffle_buffer: the training shuffle buffer.
-      representative_examples: training images used for int8 calibration and as
-        the export's check inputs' source when quantize="int8".
       run_eagerly: train without tracing the train step: slower per step, but
         no graph to build, which for the adversarial step of MobileNetV2 takes
         minutes on a CPU; for smoke runs on a few batches.
-      seed: seeds Keras, the shuffle, augmentation, lam draws and masks.
+      seed: seeds Keras, the shuffle, augmentation, trade-off draws and masks.
       verbose: Keras' progress-bar setting; 0 also silences the evaluation progress bar.
 
     Returns:
@@ -127,113 +133,67 @@ def main(
 
     Raises:
       keras_smart.data.DataNotAvailableError: CIFAR-10 is not prepared under
-        `data_dir` and download=False.
+        `data_dir` and download=False (nothing is written).
+      keras_smart.cli.RunExistsError: `output_dir` holds a finished run and
+        overwrite=False, or is a non-empty directory that is not a keras-smart run.
       keras_smart.export.ExportError: a LiteRT file failed its check.
     """
-    if epochs < 1:
-        raise ValueError(f"`epochs` must be >= 1. Received: epochs={epochs!r}")
     start = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-
-    # 1. Data: fails here, before anything is built or written, when CIFAR-10 is not prepared.
-    train = keras_smart.data.load(
-        DATASET, "train", data_dir=data_dir, download=download, augment=True, shuffle_buffer=shuffle_buffer,
-        batch_size=batch_size, max_examples=max_examples, seed=seed,
+    settings = train_settings(
+        epochs=epochs, max_examples=max_examples, batch_size=batch_size, data_dir=data_dir,
+        attack_steps=attack_steps, eps_warmup=eps_warmup, mask_warmup=mask_warmup, mask_score=mask_score,
+        density=density, tradeoff_mode=tradeoff_mode, learning_rate=learning_rate, seed=seed,
     )
-    input_shape, labels = keras_smart.data.info(DATASET, data_dir)
-    out = pathlib.Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    # 2. The backbone, converted: one kernel per layer, a clean and an adversarial mask, dual batch-norm.
-    base = keras_smart.backbones.build(BACKBONE, input_shape, len(labels))
-    options = {"tradeoff_mode": tradeoff_mode} if tradeoff_mode else {}
-    smart = keras_smart.convert(base, "smart", **options)
-    smart.compile(
-        keras.optimizers.Adam(learning_rate),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        run_eagerly=run_eagerly,
-    )
-
-    # 3. Once-for-all adversarial training; the masks are designed from the training signal after a warm-up.
-    attack = keras_smart.AttackConfig(eps=EPS, steps=attack_steps)
-    mask_update = keras_smart.callbacks.MaskUpdate(
-        train.take(4), score=mask_score, density=density, warmup_epochs=min(mask_warmup, epochs - 1), seed=seed,
-    )
-    history = smart.fit(
-        train,
-        epochs=epochs,
-        shuffle=False,
-        verbose=verbose,
-        callbacks=[
-            keras_smart.callbacks.AdversarialCallback(attack=attack, eps_schedule=eps_warmup or None, seed=seed),
-            mask_update,
-            keras.callbacks.CSVLogger(str(out / "history.csv")),
-        ],
-    )
-    smart.save(str(out / "model.keras"))
-    counts = keras_smart.count_nonzero(smart)
+    smart = runs.train(settings, output_dir, overwrite=overwrite, download=download, run_eagerly=run_eagerly,
+                       verbose=verbose)
     trained = time.perf_counter()
-
-    # 4. The frontier on the test split: clean and attacked accuracy at each trade-off.
-    x_test, y_test = _arrays(
-        keras_smart.data.load(DATASET, "test", data_dir=data_dir, download=download, batch_size=1024,
-                              max_examples=eval_examples)
+    report = runs.evaluate(
+        output_dir, tradeoffs=tradeoffs, attacks=attacks, max_examples=eval_examples, batch_size=batch_size,
+        seed=seed, attack_options=attack_options, progress=bool(verbose), download=download,
     )
-    report = keras_smart.evaluate_tradeoff(
-        smart, (x_test, y_test), lambdas=tuple(tradeoffs), attacks=tuple(attacks), eps=EPS,
-        batch_size=batch_size, seed=seed, attack_options=attack_options, progress=bool(verbose),
-    )
-    (out / "report.json").write_text(report.to_json())
-    (out / "report.md").write_text(report.to_markdown())
-    report.plot(str(out / "frontier.png"))
     evaluated = time.perf_counter()
-
-    # 5. The Android bundle: one LiteRT file per trade-off, each checked against Keras before it is kept.
-    representative = None
-    if quantize == "int8":
-        representative = _arrays(
-            keras_smart.data.load(DATASET, "train", data_dir=data_dir, download=download, batch_size=1024,
-                                  max_examples=representative_examples)
-        )[0]
-    metadata = keras_smart.export.bundle(
-        smart, str(out / "bundle"), tradeoffs=tuple(tradeoffs), labels=labels, report=report, quantize=quantize,
-        representative_data=representative, check_data=x_test[:256], overwrite=True,
-    )
+    metadata = runs.export(output_dir, tradeoffs=tradeoffs, quantize=quantize, download=download)
     done = time.perf_counter()
-
-    files = {
-        "model": out / "model.keras",
-        "history": out / "history.csv",
-        "report_json": out / "report.json",
-        "report_md": out / "report.md",
-        "frontier": out / "frontier.png",
-        "bundle": out / "bundle",
-    }
+    seconds = {"train": trained - start, "evaluate": evaluated - trained, "export": done - evaluated,
+               "total": done - start}
+    counts = keras_smart.count_nonzero(smart)
+    out = pathlib.Path(output_dir)
     if verbose:
-        print()
-        print(report.to_markdown())
-        print(f"\nnon-zero kernel weights: clean {counts.clean / counts.total:.1%}, adversarial "
-              f"{counts.adv / counts.total:.1%}, union {counts.union / counts.total:.1%} of {counts.total:,}")
-        for entry in metadata["files"]:
-            print(f"{entry['file']}: {entry['size_bytes'] / 1e6:.2f} MB, {entry['quantize'] or 'float32'}, "
-                  f"top-1 agreement with Keras {entry['check']['top1_agreement']:.1%}")
-        print(f"\ntrained in {trained - start:.0f}s, evaluated in {evaluated - trained:.0f}s, exported in "
-              f"{done - evaluated:.0f}s; written to {out}")
+        _print_summary(report, counts, metadata, seconds, out)
     return {
-        "history": history.history,
+        "history": smart.history.history,
         "rows": [dict(row) for row in report.rows],
         "report": report,
         "nonzero": counts.as_dict(),
         "bundle": metadata,
-        "files": {name: str(path) for name, path in files.items()},
-        "seconds": {
-            "train": trained - start,
-            "evaluate": evaluated - trained,
-            "export": done - evaluated,
-            "total": done - start,
-        },
+        "files": {name: str(path) for name, path in _written(out).items()},
+        "seconds": seconds,
     }
+
+
+def _written(out):
+    """What a finished run directory holds: name -> path."""
+    report = out / run_dir.REPORT
+    return {
+        "config": out / run_dir.CONFIG,
+        "model": out / run_dir.MODEL,
+        "history": out / run_dir.HISTORY,
+        "logs": out / run_dir.LOGS,
+        "report_json": report / "report.json",
+        "report_md": report / "report.md",
+        "frontier": report / "frontier.png",
+        "bundle": out / run_dir.BUNDLE,
+    }
+
+
+def _print_summary(report, counts, metadata, seconds, out):
+    print()
+    print(report.to_markdown())
+    print(f"\nnon-zero kernel weights: clean {counts.clean / counts.total:.1%}, adversarial "
+          f"{counts.adv / counts.total:.1%}, union {counts.union / counts.total:.1%} of {counts.total:,}")
+    print(runs.describe_bundle(metadata, out / run_dir.BUNDLE))
+    print(f"\ntrained in {seconds['train']:.0f}s, evaluated in {seconds['evaluate']:.0f}s, exported in "
+          f"{seconds['export']:.0f}s; written to {out}")
 
 
 def _parse_args(argv=None):
@@ -248,6 +208,7 @@ def _parse_args(argv=None):
     parser.add_argument("--data_dir", default=None, help="tensorflow-datasets data directory")
     parser.add_argument("--download", action="store_true", help="let tfds download CIFAR-10 (needs network)")
     parser.add_argument("--output_dir", default="cifar10_smart")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output_dir")
     parser.add_argument("--quantize", default="int8", choices=("none", "dynamic", "float16", "int8"))
     parser.add_argument("--attack_steps", type=int, default=7)
     parser.add_argument("--eps_warmup", type=int, default=5)
@@ -280,6 +241,7 @@ if __name__ == "__main__":
             data_dir=args.data_dir and os.path.expanduser(args.data_dir),
             download=args.download,
             output_dir=args.output_dir,
+            overwrite=args.overwrite,
             quantize=None if args.quantize == "none" else args.quantize,
             attack_steps=args.attack_steps,
             eps_warmup=args.eps_warmup,
@@ -293,6 +255,6 @@ if __name__ == "__main__":
             seed=args.seed,
             verbose=args.verbose,
         )
-    except keras_smart.data.DataNotAvailableError as e:
+    except (keras_smart.data.DataNotAvailableError, cli.RunExistsError, cli.OutputDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -11,9 +11,8 @@ import time
 import numpy as np
 
 import keras_smart
-from keras_smart import _compat
 
-keras = _compat.keras
+keras = keras_smart.keras
 
 
 def calibrate_batch_norm(model, x):

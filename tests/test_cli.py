@@ -14,6 +14,9 @@ import pytest
 
 import keras_smart
 from keras_smart import cli
+from keras_smart.cli import commands
+from keras_smart.cli import digits_demo
+from keras_smart.cli import runs
 from tests.models import keras
 
 # Switch mode trains two trade-off groups per batch instead of blend's six: these tests check the CLI, not the mode.
@@ -47,7 +50,18 @@ def test_train_refuses_to_overwrite_a_finished_run_unless_told(tmp_path):
     with pytest.raises(cli.RunExistsError, match="replaces only keras-smart runs"):
         cli.train(settings, tmp_path / "other", overwrite=True, verbose=0)
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
-    cli.train(settings, tmp_path / "run", overwrite=True, verbose=0)
+    run = tmp_path / "run"
+    (run / "report").mkdir()  # what `evaluate` added to the finished run
+    (run / "report" / "report.json").write_text("{}")
+    first_model = (run / "model.keras").stat().st_mtime_ns
+    replacement = cli.TrainSettings(**{**settings.__dict__, "epochs": 2})
+    cli.train(replacement, run, overwrite=True, verbose=0)
+    assert cli.TrainSettings.from_json((run / "config.json").read_text()) == replacement
+    assert (run / "model.keras").stat().st_mtime_ns > first_model
+    assert len((run / "history.csv").read_text().strip().splitlines()) == 1 + 2, "the new run's epochs only"
+    left = {p.name for p in run.iterdir()} - {"backup"}  # tf_keras keeps BackupAndRestore's directory, emptied
+    assert left == {"config.json", "model.keras", "history.csv", "logs"}, "no old report, no staging file"
+    assert not any(p.is_file() for p in (run / "backup").rglob("*")), "no checkpoint left behind"
 
 
 class _FailAtStart(keras.callbacks.Callback):
@@ -91,13 +105,46 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         cli.TrainSettings(backbone="vgg")
     with pytest.raises(ValueError, match="eps"):
         cli.TrainSettings(eps=-1.0)
-    with pytest.raises(ValueError, match="lambdas"):
-        cli.TrainSettings(lambdas=(0.0, 2.0))
+    with pytest.raises(ValueError, match="tradeoffs"):
+        cli.TrainSettings(tradeoffs=(0.0, 2.0))
+    with pytest.raises(ValueError, match="`tradeoffs` must contain 0"):
+        cli.TrainSettings(tradeoffs=(0.5, 1.0))
+    with pytest.raises(TypeError, match="`epochs` must be an int"):
+        cli.TrainSettings(epochs=2.5)
+    with pytest.raises(ValueError, match="`learning_rate` must be > 0"):
+        cli.TrainSettings(learning_rate=0.0)
     with pytest.raises(ValueError, match="mask_allocation"):
         cli.TrainSettings(mask_allocation="model")
     with pytest.raises(ValueError, match="learned"):
         cli.TrainSettings(mask_score="learned")
     assert not any(tmp_path.iterdir())
+
+
+def test_lambdas_is_the_deprecated_name_of_tradeoffs(tmp_path):
+    with pytest.warns(DeprecationWarning, match="TrainSettings\\(lambdas=...\\)"):
+        renamed = cli.TrainSettings(lambdas=(0, 0.5, 1))
+    assert renamed == cli.TrainSettings(tradeoffs=(0.0, 0.5, 1.0)) and renamed.tradeoffs == (0.0, 0.5, 1.0)
+    with pytest.raises(TypeError, match="both `tradeoffs` and its old name `lambdas`"):
+        cli.TrainSettings(tradeoffs=(0.0, 1.0), lambdas=(0.0, 1.0))
+    # A config.json an older run wrote says "lambdas": it still loads, and resumes as the same run.
+    old = json.loads(TINY.to_json())
+    old["lambdas"] = old.pop("tradeoffs")
+    assert cli.TrainSettings.from_json(json.dumps(old)) == TINY
+
+
+def test_the_lambdas_flag_warns_in_one_line_and_is_refused_with_tradeoffs(tmp_path, capsys, monkeypatch):
+    received = []
+    monkeypatch.setattr(runs, "train", lambda settings, run_dir, **kwargs: received.append(settings))
+    renamed = _main(capsys, "train", "--lambdas=0,0.5,1", f"--output_dir={tmp_path / 'run'}")
+    assert renamed.returncode == 0 and received[0].tradeoffs == (0.0, 0.5, 1.0)
+    assert _answer(renamed.stderr) == [
+        "keras-smart: warning: --lambdas is deprecated and will be removed in the next release: use --tradeoffs."
+    ]
+    both = _main(capsys, "train", "--lambdas=0,1", "--tradeoffs=0,1", f"--output_dir={tmp_path / 'run'}")
+    assert _one_line(both) == "keras-smart: error: --lambdas is the old name of --tradeoffs: pass only --tradeoffs."
+    assert _main(capsys, "train", "--tradeoffs=0,0.2,1", f"--output_dir={tmp_path / 'run'}").returncode == 0
+    assert received[1].tradeoffs == (0.0, 0.2, 1.0)
+    assert len(received) == 2
 
 
 def _cli(*args, cwd):
@@ -313,8 +360,9 @@ def test_ctrl_c_is_one_line_with_status_130(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    for command in ("train", "evaluate", "export", "demo"):
-        monkeypatch.setattr(cli, command, interrupted)
+    for command in ("train", "evaluate", "export"):
+        monkeypatch.setattr(runs, command, interrupted)
+    monkeypatch.setattr(digits_demo, "demo", interrupted)
     result = _main(capsys, "train", f"--output_dir={tmp_path / 'run'}")
     assert _one_line(result, returncode=130) == (
         "keras-smart: interrupted before the first epoch ended; nothing was kept (run the same command again to "
@@ -332,8 +380,8 @@ def test_help_lists_the_subcommands(refused, capsys):
     assert "--output_dir" in result.stdout and "KERAS_SMART_DEBUG=1" in result.stdout
     # No subcommand: the same usage, on stderr, status 2; `keras-smart help` is --help.
     assert cli.main(["keras-smart"]) == 2
-    assert capsys.readouterr().err == cli._usage() == result.stdout
-    assert cli.main(["keras-smart", "help"]) == 0 and capsys.readouterr().out == cli._usage()
+    assert capsys.readouterr().err == commands._usage() == result.stdout
+    assert cli.main(["keras-smart", "help"]) == 0 and capsys.readouterr().out == commands._usage()
     with pytest.raises(SystemExit) as exited:
         cli.run(["keras-smart", "--helpfull"])
     assert exited.value.code == 0

@@ -12,9 +12,9 @@ import keras_smart
 from examples import cifar10_mobilenet
 from examples import quickstart
 from examples import tfmot_pruning
-from keras_smart import _compat
+from keras_smart import cli
 
-keras = _compat.keras
+keras = keras_smart.keras
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -42,9 +42,16 @@ def test_cifar10_mobilenet_trains_evaluates_and_writes_the_report_and_the_bundle
             output_dir=str(out), quantize=None, attack_steps=1, eps_warmup=0, mask_warmup=5, run_eagerly=True,
             verbose=0,
         )
-    for name in ("model.keras", "history.csv", "report.json", "report.md", "frontier.png"):
-        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    written = {name: pathlib.Path(path) for name, path in result["files"].items()}
+    assert written["model"] == out / "model.keras" and written["report_json"] == out / "report" / "report.json"
+    for name, path in written.items():
+        assert path.exists() and (path.is_dir() or path.stat().st_size > 0), name
+    assert written["frontier"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The output directory is a keras-smart run (`keras-smart evaluate --run_dir` reads it) of the CIFAR-10 recipe.
+    settings = cli.TrainSettings.from_json(written["config"].read_text())
+    recipe = (settings.dataset, settings.backbone, settings.eps, settings.augment)
+    assert recipe == ("cifar10", "mobilenet_v2", 8 / 255, True)
+    assert settings.mask_warmup == 0, "mask_warmup=5 is clamped to epochs - 1, so that the masks are designed"
     # The training recipe ran: adversarial logs at the full budget, masks designed despite 1 epoch < mask_warmup.
     assert result["history"]["adv_eps"] == [pytest.approx(8 / 255)]
     assert "adv_accuracy" in result["history"]
@@ -52,15 +59,15 @@ def test_cifar10_mobilenet_trains_evaluates_and_writes_the_report_and_the_bundle
     assert counts["clean"] == pytest.approx(0.35 * counts["total"], rel=0.01)
     assert counts["adv"] == pytest.approx(0.35 * counts["total"], rel=0.01)
     # The report: one row per trade-off, attacked accuracy never above clean.
-    rows = json.loads((out / "report.json").read_text())["rows"]
+    rows = json.loads(written["report_json"].read_text())["rows"]
     assert rows == result["rows"]
     assert [row["tradeoff"] for row in rows] == [0.0, 1.0]
     assert result["report"].settings["examples"] == 32
     for row in rows:
         assert 0.0 <= row["worst_case"] <= row["fgsm"] <= row["clean"] <= 1.0
-    assert "| λ | clean | fgsm |" in (out / "report.md").read_text()
+    assert "| λ | clean | fgsm |" in written["report_md"].read_text()
     # The bundle: one float file per trade-off, a label per class, the measured accuracies.
-    bundle = out / "bundle"
+    bundle = written["bundle"]
     assert sorted(p.name for p in bundle.iterdir()) == [
         "labels.txt", "smart.json", "tradeoff_000.tflite", "tradeoff_100.tflite"
     ]

@@ -1,0 +1,273 @@
+"""A run, step by step: `train` into a run directory, `evaluate` its trade-off frontier, `export` its bundle.
+
+These are the `keras-smart train | evaluate | export` commands as Python
+functions, for scripts and notebooks that want the same run directory (see
+`keras_smart.cli.run_dir` for its layout): the examples call them too.
+
+Example:
+  >>> from keras_smart.cli import TrainSettings, runs
+  >>> settings = TrainSettings(dataset="cifar10", backbone="mobilenet_v2", eps=8 / 255, augment=True)
+  >>> runs.EXPORT_TRADEOFFS  # what `export` bakes unless told: the two ends of the frontier
+  (0.0, 1.0)
+
+  A run is then `runs.train(settings, "runs/cifar10")`, `runs.evaluate("runs/cifar10")` and
+  `runs.export("runs/cifar10", quantize="int8")`.
+"""
+
+import json
+import os
+import pathlib
+
+from absl import logging
+
+import keras_smart
+from keras_smart import backbones
+from keras_smart import callbacks as callbacks_lib
+from keras_smart import config as config_lib
+from keras_smart import data as data_lib
+from keras_smart import inputs
+from keras_smart.cli import run_dir as run_dir_lib
+from keras_smart.cli import settings as settings_lib
+
+keras = keras_smart.keras
+
+EXPORT_TRADEOFFS = (0.0, 1.0)
+DEFAULT_ATTACKS = ("fgsm", "pgd20", "autoattack")
+EXPORT_CHECK_EXAMPLES = 256  # test images each exported file is checked on (and int8 is calibrated on)
+
+
+class _EpochEnded(keras.callbacks.Callback):
+    """Records that an epoch ended (placed after BackupAndRestore: its checkpoint is written)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ended = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ended = True
+
+
+def _training_data(settings, download):
+    return data_lib.load(
+        settings.dataset,
+        "train",
+        batch_size=settings.batch_size,
+        data_dir=settings.data_dir,
+        download=download,
+        augment=settings.augment or None,
+        shuffle_buffer=10_000,
+        max_examples=settings.max_examples or None,
+        seed=settings.seed,
+    )
+
+
+def _build_model(settings, run_eagerly):
+    input_shape, class_names = data_lib.info(settings.dataset, settings.data_dir)
+    base = backbones.build(settings.backbone, input_shape, len(class_names))
+    options = {"tradeoff_mode": settings.tradeoff_mode} if settings.method == "smart" and settings.tradeoff_mode else {}
+    model = keras_smart.convert(base, settings.method, **options)
+    model.compile(
+        keras.optimizers.Adam(settings.learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        run_eagerly=run_eagerly,
+    )
+    return model
+
+
+def _training_callbacks(settings, dataset):
+    """AdversarialCallback, and MaskUpdate for the masked methods."""
+    adversarial = settings.adversarial_config()
+    found = [
+        callbacks_lib.AdversarialCallback(
+            attack=adversarial.attack,
+            tradeoffs=adversarial.tradeoffs,
+            sampling=adversarial.sampling,
+            clean_share=adversarial.clean_share,
+            eps_schedule=settings.eps_warmup or None,
+            seed=settings.seed,
+            loss=adversarial.loss,
+            recalibrate=settings.recalibrate,
+        )
+    ]
+    if settings.method in settings_lib.MASKED_METHODS:
+        found.append(
+            callbacks_lib.MaskUpdate(
+                dataset.take(4), score=settings.mask_score, density=settings.mask_density(),
+                allocation=settings.mask_allocation, min_density=settings.min_density,
+                warmup_epochs=settings.mask_warmup, seed=settings.seed,
+            )
+        )
+    return found
+
+
+def _run_dir_callbacks(run_dir, planned):
+    """What `fit` writes into the run directory: the checkpoint, TensorBoard logs, history.csv."""
+    return [
+        keras.callbacks.BackupAndRestore(str(run_dir / run_dir_lib.BACKUP)),
+        keras.callbacks.TensorBoard(str(run_dir / run_dir_lib.LOGS)),
+        keras.callbacks.CSVLogger(str(run_dir / run_dir_lib.HISTORY), append=planned == run_dir_lib.RESUME),
+    ]
+
+
+def train(settings, run_dir, *, overwrite=False, download=False, run_eagerly=False, extra_callbacks=(), verbose=1):
+    """Converts a backbone and trains it once-for-all into `run_dir`; resumes an interrupted run there.
+
+    Nothing is written into `run_dir` before the settings, the directory, the
+    data and the model have all been checked or built; if training then fails
+    before its first epoch has ended, what this call wrote is removed (so a
+    corrected command is not refused as "another run"). An interrupted run
+    that had finished an epoch is kept, and resumes when `train` is called
+    again with the same settings.
+
+    Args:
+      settings: a `TrainSettings`.
+      run_dir: the run directory (created if needed).
+      overwrite: replace a finished run (or another run) in `run_dir`.
+      download: let tensorflow-datasets download a data set that is not prepared.
+      run_eagerly: compile the model with run_eagerly (no train-step graph to
+        build: slower per step, quicker for smoke runs of large backbones).
+      extra_callbacks: more Keras callbacks for `fit`.
+      verbose: Keras' progress bar setting.
+
+    Returns:
+      The trained SmartModel (also saved as `run_dir/model.keras`; its
+      `history` is the `fit` History of this call).
+
+    Raises:
+      RunExistsError: `run_dir` holds a finished run, or an unfinished run
+        with other settings, and overwrite is False; or it is a non-empty
+        directory that is not a keras-smart run (also with overwrite).
+      OutputDirError: `run_dir` is a file, or cannot be created or written.
+      keras_smart.data.DataNotAvailableError: the data set is not prepared
+        and download is False.
+    """
+    run_dir = pathlib.Path(run_dir)
+    run_dir_lib.check_output_dir(run_dir)
+    planned = run_dir_lib.plan(run_dir, settings, overwrite)
+    if planned == run_dir_lib.RESUME:
+        logging.info("Resuming the interrupted run in %s", run_dir)
+    keras.utils.set_random_seed(settings.seed)
+    dataset = _training_data(settings, download)
+    model = _build_model(settings, run_eagerly)
+    epoch_ended = _EpochEnded()
+    backup, *written = _run_dir_callbacks(run_dir, planned)
+    fit_callbacks = [*_training_callbacks(settings, dataset), backup, epoch_ended, *written, *extra_callbacks]
+    undo = run_dir_lib.prepare(run_dir, settings, planned)  # the first write into run_dir
+    try:
+        model.fit(dataset, epochs=settings.epochs, callbacks=fit_callbacks, verbose=verbose, shuffle=False)
+    except BaseException:  # also KeyboardInterrupt: a run with no finished epoch has nothing to resume
+        if undo is not None and not epoch_ended.ended:
+            undo()
+        raise
+    _save_atomically(model, run_dir / run_dir_lib.MODEL)
+    return model
+
+
+def _save_atomically(model, path):
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    model.save(str(partial))
+    os.replace(partial, path)
+
+
+def load_run(run_dir):
+    """A trained run's (model, settings); FileNotFoundError when `run_dir` holds no finished run."""
+    settings = run_dir_lib.finished_settings(run_dir)
+    return keras.models.load_model(str(pathlib.Path(run_dir) / run_dir_lib.MODEL)), settings
+
+
+def _test_arrays(settings, max_examples, download):
+    """The test split as (x, y) arrays (evaluation and the export check need them in memory)."""
+    dataset = data_lib.load(settings.dataset, "test", batch_size=1024, data_dir=settings.data_dir,
+                            download=download, max_examples=max_examples or None)
+    return inputs.to_arrays(dataset, max_examples=max_examples or None)
+
+
+def evaluate(run_dir, *, tradeoffs=config_lib.EVALUATION_TRADEOFFS, attacks=DEFAULT_ATTACKS, eps=None,
+             max_examples=1000, batch_size=256, seed=0, attack_options=None, progress=True, download=False):
+    """The trade-off report of a trained run, written to `run_dir/report/`.
+
+    Args:
+      run_dir: a run directory `train` finished.
+      tradeoffs: the trade-offs evaluated, one report row each.
+      attacks: `keras_smart.evaluate_tradeoff`'s attack names.
+      eps: the attack budget (None: the run's training eps).
+      max_examples: test examples evaluated on (0 or None: the whole split).
+      batch_size, seed, progress: as in `keras_smart.evaluate_tradeoff`.
+      attack_options: overrides of `keras_smart.evaluation.DEFAULT_ATTACK_OPTIONS`
+        (AutoAttack's standard settings), e.g. {"square": {"queries": 1000}}.
+      download: let tensorflow-datasets download a data set that is not prepared.
+
+    Returns:
+      The `TradeoffReport`; report.json, report.md and frontier.png are written.
+
+    Raises:
+      FileNotFoundError: `run_dir` holds no finished run.
+      ValueError: `eps` does not suit the run's inputs (checked before any work).
+    """
+    settings = run_dir_lib.finished_settings(run_dir)
+    eps = settings.eps if eps is None else eps
+    config_lib.AttackConfig(eps=eps, norm=settings.norm)  # eps checked for the run's inputs before any work
+    report_dir = pathlib.Path(run_dir) / run_dir_lib.REPORT
+    run_dir_lib.check_output_dir(report_dir)
+    model, settings = load_run(run_dir)
+    report = keras_smart.evaluate_tradeoff(
+        model, _test_arrays(settings, max_examples, download), tradeoffs=tuple(tradeoffs), attacks=tuple(attacks),
+        eps=eps, norm=settings.norm, batch_size=batch_size, seed=seed, attack_options=attack_options,
+        progress=progress,
+    )
+    report_dir.mkdir(exist_ok=True)
+    (report_dir / "report.json").write_text(report.to_json())
+    (report_dir / "report.md").write_text(report.to_markdown())
+    report.plot(str(report_dir / "frontier.png"))
+    return report
+
+
+def export(run_dir, *, tradeoffs=EXPORT_TRADEOFFS, quantize=None, runtime_tradeoff=False, overwrite=True,
+           download=False):
+    """The Android bundle of a trained run, written to `run_dir/bundle/`.
+
+    Each file is checked against the Keras model on the run's first test
+    images (int8 is calibrated on them too); the bundle carries the measured
+    accuracies of `run_dir/report/report.json` when `evaluate` has run.
+
+    Args:
+      run_dir: a run directory `train` finished.
+      tradeoffs: the trade-offs baked, a LiteRT file each.
+      quantize: None, "dynamic", "float16" or "int8".
+      runtime_tradeoff: one file with the trade-off as a second input instead.
+      overwrite: replace an earlier bundle.
+      download: let tensorflow-datasets download a data set that is not prepared.
+
+    Returns:
+      What `keras_smart.export.bundle` returns (the metadata written to smart.json).
+
+    Raises:
+      FileNotFoundError: `run_dir` holds no finished run.
+      keras_smart.export.ExportError: a file failed its check against Keras.
+    """
+    run_dir = pathlib.Path(run_dir)
+    run_dir_lib.finished_settings(run_dir)
+    run_dir_lib.check_output_dir(run_dir / run_dir_lib.BUNDLE)
+    model, settings = load_run(run_dir)
+    report_path = run_dir / run_dir_lib.REPORT / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    _, labels = data_lib.info(settings.dataset, settings.data_dir)
+    test_images = _test_arrays(settings, EXPORT_CHECK_EXAMPLES, download)[0]
+    return keras_smart.export.bundle(
+        model, str(run_dir / run_dir_lib.BUNDLE), tradeoffs=tuple(tradeoffs), labels=labels, report=report,
+        quantize=quantize, representative_data=test_images if quantize == "int8" else None,
+        check_data=test_images, runtime_tradeoff=runtime_tradeoff, overwrite=overwrite,
+    )
+
+
+def describe_bundle(metadata, bundle_dir):
+    """What `export` wrote, as text: one line per file (trade-off, quantization, size, its check against Keras)."""
+    lines = [f"bundle:  {bundle_dir} (labels.txt, smart.json)"]
+    for entry in metadata["files"]:
+        tradeoff = "every λ (input 'tradeoff')" if entry["tradeoff"] is None else f"λ = {entry['tradeoff']:g}"
+        check = entry["check"]
+        agreement = f"top-1 agreement {100 * check['top1_agreement']:.1f}% on {check['samples']} test images"
+        lines.append(f"  {entry['file']}: {tradeoff}, {entry['quantize'] or 'float32'}, "
+                     f"{entry['size_bytes'] / 1e3:.0f} kB, {agreement}")
+    return "\n".join(lines)
