@@ -14,11 +14,11 @@ from keras_smart.config import AttackConfig
 from keras_smart.config import MaskConfig
 from keras_smart.config import Method
 from keras_smart.config import TradeoffMode
-from keras_smart.convert import UnconvertedLayersWarning
-from keras_smart.convert import convert
-from keras_smart.convert import get_tradeoff
-from keras_smart.convert import set_tradeoff
-from keras_smart.convert import strip
+from keras_smart.conversion import UnconvertedLayersWarning
+from keras_smart.conversion import convert
+from keras_smart.conversion import get_tradeoff
+from keras_smart.conversion import set_tradeoff
+from keras_smart.conversion import strip
 from keras_smart.evaluation import TradeoffReport
 from keras_smart.evaluation import evaluate_tradeoff
 from keras_smart.masks import NonzeroCount

@@ -1,8 +1,14 @@
 """The one place that chooses between Keras 3 and the legacy tf_keras flavour.
 
-TensorFlow selects tf_keras when `TF_USE_LEGACY_KERAS` is truthy before it is
-imported; keras_smart follows the same rule, once, at import. Every other module
-imports `keras` from here and never imports `keras` or `tf_keras` itself.
+TensorFlow selects tf_keras when `TF_USE_LEGACY_KERAS` is "true", "True" or
+"1" before it is imported; keras_smart reads the variable by the same rule,
+once, at import. Every other module imports `keras` from here and never
+imports `keras` or `tf_keras` itself. Keras 3 must run on its TensorFlow
+backend: the conditional layers, attacks and train step are TensorFlow code.
+
+This is also the only module that touches private Keras (and LiteRT) APIs;
+tests/test_compat.py checks each one in both flavours, so a Keras release that
+changes one fails there, by name.
 """
 
 import contextlib
@@ -10,7 +16,8 @@ import os
 
 import tensorflow as tf
 
-IS_LEGACY = os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
+# Exactly TensorFlow's rule (tensorflow/__init__.py): other spellings ("yes", "TRUE") select Keras 3.
+IS_LEGACY = os.environ.get("TF_USE_LEGACY_KERAS", None) in ("true", "True", "1")
 
 if IS_LEGACY:
     import tf_keras as keras  # pylint: disable=g-import-not-at-top
@@ -18,6 +25,12 @@ if IS_LEGACY:
 else:
     import keras  # pylint: disable=g-import-not-at-top
     from keras.src.models.functional import Functional  # pylint: disable=g-import-not-at-top
+
+    if keras.backend.backend() != "tensorflow":
+        raise ImportError(
+            f"keras_smart needs Keras's TensorFlow backend; this Keras runs on {keras.backend.backend()!r} "
+            "(KERAS_BACKEND). Set KERAS_BACKEND=tensorflow, or unset it, before Python imports keras."
+        )
 
 FLAVOUR = "tf_keras" if IS_LEGACY else "keras3"
 
@@ -44,6 +57,7 @@ __all__ = [
     "is_sequential",
     "keras",
     "lambda_output_shape",
+    "loss_metric",
     "register_serializable",
     "replace_attention_projection",
     "scale_loss",
@@ -58,6 +72,9 @@ def training_loss(model, x, y, y_pred, sample_weight, batch_size, extra_loss=Non
 
     `extra_loss` is a scalar added to the total (e.g. TRADES' KL term), scaled
     for distribution like the compiled loss, and counted in the logged loss.
+    Both flavours go through public APIs: Keras 3's `Model.compute_loss` and the
+    model's own "loss" metric; tf_keras's `compute_loss` / `compiled_loss`
+    (which log the loss themselves).
     """
     if IS_LEGACY:
         if extra_loss is None:
@@ -65,17 +82,22 @@ def training_loss(model, x, y, y_pred, sample_weight, batch_size, extra_loss=Non
         # What compute_loss does, with the extra term counted (and logged) like a regularization loss.
         regularization = list(model.losses) + [extra_loss]
         return model.compiled_loss(y, y_pred, sample_weight, regularization_losses=regularization)
-    from keras.src.losses import loss as loss_module  # pylint: disable=g-import-not-at-top
-
-    loss = model._compute_loss(  # pylint: disable=protected-access
-        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-    )
+    loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+    # Under tf.distribute each replica's loss is scaled by 1/replicas (Keras 3 does the same in
+    # compute_loss's callers); the logged value is the unscaled one.
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     if extra_loss is not None:
-        loss = loss + loss_module.scale_loss_for_distribution(tf.cast(extra_loss, loss.dtype))
-    model._loss_tracker.update_state(  # pylint: disable=protected-access
-        loss_module.unscale_loss_for_distribution(loss), sample_weight=batch_size
-    )
+        loss = loss + tf.cast(extra_loss, loss.dtype) / replicas
+    loss_metric(model).update_state(loss * replicas, sample_weight=batch_size)
     return loss
+
+
+def loss_metric(model):
+    """The metric a compiled Keras 3 model logs as "loss" (its first metric, by Keras's own order)."""
+    for metric in model.metrics:
+        if metric.name == "loss":
+            return metric
+    raise ValueError(f"'{model.name}' has no \"loss\" metric: compile the model with a loss before fit.")
 
 
 def scale_loss(model, loss):

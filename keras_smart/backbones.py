@@ -27,7 +27,8 @@ def digits_cnn(input_shape=(28, 28, 1), classes=10, width=32, name="digits_cnn")
 
     Example:
       >>> model = keras_smart.backbones.digits_cnn()
-      >>> smart = keras_smart.convert(model, method="smart")
+      >>> tuple(model(x[:2]).shape)
+      (2, 10)
     """
     inputs = keras.Input(input_shape, name="image")
     h = inputs
@@ -65,6 +66,8 @@ def resnet(depth=20, input_shape=(32, 32, 3), classes=10, width=16, name=None):
 
     Example:
       >>> model = keras_smart.backbones.resnet(20)
+      >>> model.output_shape
+      (None, 10)
     """
     if (depth - 2) % 6 or depth < 8:
         raise ValueError(f"`depth` must be 6n + 2 (20, 32, 44, 56, 110). Received: depth={depth!r}")
@@ -99,7 +102,9 @@ def wide_resnet(depth=16, widen=4, input_shape=(32, 32, 3), classes=10, name=Non
       ValueError: a depth that is not 6n + 4, or widen < 1.
 
     Example:
-      >>> model = keras_smart.backbones.wide_resnet(28, 10)
+      >>> model = keras_smart.backbones.wide_resnet(16, 1)
+      >>> model.output_shape
+      (None, 10)
     """
     if (depth - 4) % 6 or depth < 10:
         raise ValueError(f"`depth` must be 6n + 4 (16, 22, 28, 34). Received: depth={depth!r}")
@@ -142,6 +147,8 @@ def mobilenet_v2(input_shape=(32, 32, 3), classes=10, alpha=1.0, name="mobilenet
 
     Example:
       >>> model = keras_smart.backbones.mobilenet_v2((32, 32, 3), classes=10)
+      >>> model.output_shape
+      (None, 10)
     """
     return keras.applications.MobileNetV2(
         input_shape=input_shape,

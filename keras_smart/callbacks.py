@@ -1,7 +1,5 @@
 """Callbacks: AdversarialCallback turns on once-for-all adversarial training inside `fit`; MaskUpdate designs masks."""
 
-import numbers
-
 import numpy as np
 import tensorflow as tf
 
@@ -11,6 +9,7 @@ from keras_smart import config as config_lib
 from keras_smart import labels as labels_lib
 from keras_smart import masks
 from keras_smart import training
+from keras_smart import validation
 
 keras = _compat.keras
 
@@ -20,8 +19,9 @@ class AdversarialCallback(keras.callbacks.Callback):
 
     Args:
       attack: the training attack, an `AttackConfig` (default: PGD-7, eps 8/255).
-      lambdas: trade-off values to train (must include 0); default OAT's
-        (0, .1, .2, .3, .4, 1).
+      tradeoffs: trade-off values to train (must include 0); default OAT's
+        (0, .1, .2, .3, .4, 1). (`lambdas=`, its old name, works for one more
+        release, with a DeprecationWarning.)
       sampling: "element" (per example, ceil(clean_share * B) clean) or "batch".
       clean_share: the lam = 0 quota of "element" sampling (OAT: 1/6).
       eps_schedule: None (constant eps); an int n (linear warm-up: epoch e trains
@@ -49,14 +49,18 @@ class AdversarialCallback(keras.callbacks.Callback):
         weights both SMART masks keep (see `AdversarialConfig`).
 
     Example:
-      >>> model.fit(ds, epochs=5, callbacks=[keras_smart.callbacks.AdversarialCallback(
-      ...     attack=keras_smart.AttackConfig(eps=0.3, steps=10, step_size=0.05), eps_schedule=2)])
+      >>> smart.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+      >>> attack = keras_smart.AttackConfig(eps=0.3, steps=2)
+      >>> history = smart.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[
+      ...     keras_smart.callbacks.AdversarialCallback(attack=attack, eps_schedule=2)])
+      >>> [round(eps, 3) for eps in history.history["adv_eps"]]  # eps warms up over 2 epochs
+      [0.15, 0.3]
     """
 
     def __init__(
         self,
         attack=None,
-        lambdas=config_lib.OAT_LAMBDAS,
+        tradeoffs=config_lib.OAT_TRADEOFFS,
         sampling="element",
         clean_share=1 / 6,
         eps_schedule=None,
@@ -69,11 +73,15 @@ class AdversarialCallback(keras.callbacks.Callback):
         recalibrate=True,
         recalibration_batches=16,
         shared_weights="both",
+        lambdas=validation.UNSET,
     ):
         super().__init__()
+        tradeoffs = validation.renamed_argument(
+            "AdversarialCallback", "lambdas", lambdas, "tradeoffs", tradeoffs, config_lib.OAT_TRADEOFFS
+        )
         self.config = config_lib.AdversarialConfig(
             attack=attack if attack is not None else config_lib.AttackConfig(),
-            lambdas=lambdas,
+            tradeoffs=tradeoffs,
             sampling=sampling,
             clean_share=clean_share,
             seed=seed,
@@ -81,23 +89,16 @@ class AdversarialCallback(keras.callbacks.Callback):
             beta=beta,
             shared_weights=shared_weights,
         )
-        if not isinstance(recalibrate, bool):
-            raise TypeError(f"`recalibrate` must be True or False. Received: recalibrate={recalibrate!r}")
-        if isinstance(recalibration_batches, bool) or not isinstance(recalibration_batches, numbers.Integral) or (
-            recalibration_batches < 1
-        ):
-            raise ValueError(
-                f"`recalibration_batches` must be an int >= 1. Received: recalibration_batches={recalibration_batches!r}"
-            )
-        self.recalibrate = recalibrate
-        self.recalibration_batches = int(recalibration_batches)
-        if eps_schedule is not None and not callable(eps_schedule) and (
-            isinstance(eps_schedule, bool) or not isinstance(eps_schedule, numbers.Integral) or eps_schedule < 1
-        ):
-            raise ValueError(
-                "`eps_schedule` must be None, an int >= 1 (warm-up epochs) or a callable "
-                f"(epoch, eps) -> eps. Received: eps_schedule={eps_schedule!r}"
-            )
+        self.recalibrate = validation.check_bool(recalibrate, "recalibrate")
+        self.recalibration_batches = validation.check_int(recalibration_batches, "recalibration_batches", minimum=1)
+        if eps_schedule is not None and not callable(eps_schedule):
+            try:
+                validation.check_int(eps_schedule, "eps_schedule", minimum=1)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    "`eps_schedule` must be None, an int >= 1 (warm-up epochs) or a callable "
+                    f"(epoch, eps) -> eps. Received: eps_schedule={eps_schedule!r}"
+                ) from None
         self.eps_schedule = eps_schedule
         self.evaluate = evaluate
         self.evaluate_tradeoffs = tuple(config_lib.check_tradeoff(t, "evaluate_tradeoffs[i]") for t in evaluate_tradeoffs)
@@ -123,11 +124,11 @@ class AdversarialCallback(keras.callbacks.Callback):
                 "Adversarial training splits each batch into trade-off groups of data-dependent size, "
                 "which XLA cannot compile. Compile the model with jit_compile=False."
             )
-        self.model.enable_adversarial(self.config)
+        self.model.enable_adversarial(self.config, until_fit_ends=True)
         self.model.make_train_function(force=True)
         if self.recalibrate:
             self.model.recalibrate_after_fit(
-                tradeoffs=(0.0, max(self.config.lambdas)),
+                tradeoffs=(0.0, max(self.config.tradeoffs)),
                 attack=self.config.attack,
                 max_batches=self.recalibration_batches,
             )
@@ -174,9 +175,13 @@ class MaskUpdate(keras.callbacks.Callback):
         batch_size, max_batches, steps, learning_rate).
 
     Example:
-      >>> smart.fit(x, y, epochs=6, callbacks=[
-      ...     keras_smart.callbacks.AdversarialCallback(attack=attack),
-      ...     keras_smart.callbacks.MaskUpdate((x[:512], y[:512]), score="snip", density=(0.5, 0.3))])
+      >>> smart.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+      >>> update = keras_smart.callbacks.MaskUpdate((x, y), score="snip", density=(0.5, 0.3))
+      >>> history = smart.fit(x, y, epochs=2, verbose=0, callbacks=[update])
+      >>> update.designs  # after one dense warm-up epoch
+      [1]
+      >>> round(float(np.mean(keras_smart.get_masks(smart)["conv"]["kernel_adv_mask"])), 1)
+      0.3
     """
 
     def __init__(
@@ -194,11 +199,9 @@ class MaskUpdate(keras.callbacks.Callback):
     ):
         super().__init__()
         mask_config = config_lib.MaskConfig(score=score, density=density, seed=seed, max_overlap=max_overlap)
-        for value, arg, minimum in ((warmup_epochs, "warmup_epochs", 0), (refresh_every, "refresh_every", 1)):
-            if value is None and arg == "refresh_every":
-                continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-                raise ValueError(f"`{arg}` must be an int >= {minimum}. Received: {arg}={value!r}")
+        validation.check_int(warmup_epochs, "warmup_epochs", minimum=0)
+        if refresh_every is not None:
+            validation.check_int(refresh_every, "refresh_every", minimum=1)
         from_data = mask_config.score in (config_lib.MaskScore.SNIP, config_lib.MaskScore.LEARNED)
         if from_data and data is None:
             raise ValueError(f"score={mask_config.score.value!r} needs `data` to score on.")
@@ -206,9 +209,7 @@ class MaskUpdate(keras.callbacks.Callback):
         self.mask_config = mask_config
         self.warmup_epochs = warmup_epochs
         self.refresh_every = refresh_every
-        if not isinstance(rewind, bool):
-            raise TypeError(f"`rewind` must be True or False. Received: rewind={rewind!r}")
-        self.rewind = rewind
+        self.rewind = validation.check_bool(rewind, "rewind")
         self._initial_weights = None
         self.design_options = design_options
         self.designs = []  # the epochs at whose start masks were designed

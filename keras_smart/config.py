@@ -183,7 +183,8 @@ class AttackConfig:
     `name` labels the attack in logs: "fgsm", "pgd7", "pgd7-cos", "apgd-ce7".
 
     Example:
-      >>> AttackConfig(kind="pgd", eps=8 / 255, steps=7, step_size=2 / 255)
+      >>> AttackConfig(kind="pgd", eps=8 / 255, steps=7, step_size=2 / 255).name
+      'pgd7'
       >>> AttackConfig(eps=0.3, steps=20, step_schedule="apgd").name
       'apgd-ce20'
     """

@@ -15,6 +15,7 @@ from keras_smart import _compat
 from keras_smart import config as config_lib
 from keras_smart import registry
 from keras_smart import training
+from keras_smart import validation
 from keras_smart.layers import base
 
 keras = _compat.keras
@@ -49,7 +50,7 @@ def convert(model, method="smart", skip=None, **options):
         keeps all of its layers plain) or a predicate `skip(layer) -> bool`.
       **options: the conditional layers' own arguments: `tradeoff_mode`
         ("switch" | "blend" | "noise", smart), `noise_init` and `seed` (float,
-        floats, smart's noise mode), `film_encoding`, `film_lambdas`,
+        floats, smart's noise mode), `film_encoding`, `film_tradeoffs`,
         `film_code_size` (oat).
 
     Returns:
@@ -63,12 +64,19 @@ def convert(model, method="smart", skip=None, **options):
         layers do not support (the message names the layer and `skip=`).
 
     Example:
-      >>> base = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classes=10)
+      >>> base = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=10)
       >>> smart = keras_smart.convert(base, method="smart")
       >>> keras_smart.set_tradeoff(smart, 1.0)
-      >>> head_plain = keras_smart.convert(base, method="smart", skip=["predictions"])
+      >>> type(smart.get_layer("Conv1")).__name__, type(smart.get_layer("bn_Conv1")).__name__
+      ('DualMaskConv2D', 'DualBatchNormalization')
+      >>> import warnings
+      >>> with warnings.catch_warnings(record=True) as caught:  # the skipped head is reported
+      ...     head_plain = keras_smart.convert(base, method="smart", skip=["predictions"])
+      >>> type(head_plain.get_layer("predictions")).__name__, caught[0].category.__name__
+      ('Dense', 'UnconvertedLayersWarning')
     """
     method = config_lib.coerce_enum(config_lib.Method, method, "method")
+    options = registry.renamed_options(options)
     registry.check_options(method, options)
     _check_convertible(model)
     skipped = _skip_predicate(model, skip)
@@ -102,16 +110,20 @@ def strip(model, tradeoff=None):
 
     Args:
       model: a `SmartModel`.
-      tradeoff: lam in [0, 1]; None uses the model's current trade-off.
+      tradeoff: a number in [0, 1]; None uses the model's current trade-off.
 
     Returns:
       A Functional `keras.Model` made of plain Keras layers.
 
     Example:
       >>> plain = keras_smart.strip(smart, tradeoff=1.0)
+      >>> type(plain.get_layer("conv")).__name__, type(plain.get_layer("bn")).__name__
+      ('Conv2D', 'BatchNormalization')
+      >>> np.allclose(plain(x[:4]), smart(x[:4]), atol=1e-5)
+      True
     """
     smart = _smart_model(model, "strip")
-    tradeoff = get_tradeoff(smart) if tradeoff is None else config_lib.check_tradeoff(tradeoff, "tradeoff")
+    tradeoff = get_tradeoff(smart) if tradeoff is None else validation.check_tradeoff(tradeoff)
 
     def to_plain(layer, entry):
         if not isinstance(layer, base.ConditionalLayer):
@@ -127,29 +139,35 @@ def strip(model, tradeoff=None):
     return plain
 
 
-def set_tradeoff(model, lam):
+def set_tradeoff(model, tradeoff=validation.UNSET, *, lam=validation.UNSET):
     """Sets the model's trade-off: 0 = clean path, 1 = most robust. No retrace, no rebuild.
 
     Args:
       model: a `SmartModel`.
-      lam: a real number in [0, 1].
+      tradeoff: a real number in [0, 1].
+      lam: the old name of `tradeoff`; works for one more release, with a DeprecationWarning.
 
     Raises:
-      TypeError: `model` is not a SmartModel, or `lam` is not a real number.
-      ValueError: `lam` is NaN or outside [0, 1].
+      TypeError: `model` is not a SmartModel, or `tradeoff` is not a real number.
+      ValueError: `tradeoff` is NaN or outside [0, 1].
 
     Example:
       >>> keras_smart.set_tradeoff(smart, 0.4)
+      >>> round(keras_smart.get_tradeoff(smart), 6)
+      0.4
     """
+    tradeoff = validation.renamed_argument("set_tradeoff", "lam", lam, "tradeoff", tradeoff, validation.UNSET)
     smart = _smart_model(model, "set_tradeoff")
-    smart.tradeoff_variable.assign(config_lib.check_tradeoff(lam))
+    if tradeoff is validation.UNSET:
+        raise TypeError("`set_tradeoff` needs the trade-off, a number in [0, 1]: set_tradeoff(model, 0.5).")
+    smart.tradeoff_variable.assign(validation.check_tradeoff(tradeoff))
 
 
 def get_tradeoff(model):
-    """The model's current trade-off lam, as a Python float.
+    """The model's current trade-off, as a Python float.
 
     Example:
-      >>> keras_smart.get_tradeoff(smart)
+      >>> keras_smart.get_tradeoff(keras_smart.convert(cnn, "smart"))
       0.0
     """
     return float(_smart_model(model, "get_tradeoff").tradeoff_variable.numpy())

@@ -37,7 +37,9 @@ def digits(split="train", *, test_fraction=0.2, seed=0):
       ValueError: unknown split or a test_fraction outside (0, 1).
 
     Example:
-      >>> x, y = digits("train")
+      >>> x_train, y_train = digits("train")
+      >>> x_train.shape, x_train.dtype, bool(np.bincount(y_train).min() > 0)
+      ((4000, 28, 28, 1), dtype('float32'), True)
     """
     if split not in _SPLITS:
         raise ValueError(f"`split` must be one of {_SPLITS}. Received: split={split!r}")
@@ -80,7 +82,9 @@ def info(name, data_dir=None):
     there is some; otherwise tfds may only know the indices ("0", "1", ...).
 
     Example:
-      >>> shape, labels = info("cifar10", data_dir="/data/tfds")  # (32, 32, 3), ["airplane", ...]
+      >>> shape, labels = info("digits")
+      >>> shape, labels[:3]
+      ((28, 28, 1), ['0', '1', '2'])
     """
     if name == "digits":
         return (28, 28, 1), [str(d) for d in range(10)]
@@ -177,8 +181,16 @@ def load(
         while download=False; the message says how to provide it.
 
     Example:
-      >>> ds = load("cifar10", "train", batch_size=128, augment=True, shuffle_buffer=10_000,
-      ...           data_dir="/data/tfds")
+      >>> ds = load("digits", "train", batch_size=128, shuffle_buffer=1_000)
+      >>> images, labels = next(iter(ds))
+      >>> tuple(images.shape), labels.dtype.name
+      ((128, 28, 28, 1), 'int32')
+      >>> import tempfile
+      >>> try:  # a tensorflow-datasets set must be prepared under data_dir first
+      ...     load("cifar10", "train", data_dir=tempfile.mkdtemp())
+      ... except keras_smart.data.DataNotAvailableError as error:
+      ...     print(type(error).__name__)
+      DataNotAvailableError
     """
     _check_name(name)
     if name == "digits":

@@ -23,7 +23,9 @@ def row_weights(adversarial_config, lam):
       Two float32 tensors shaped like `lam`.
 
     Example:
-      >>> clean_w, adv_w = row_weights(AdversarialConfig(loss="ce_tradeoff"), tf.constant([0.0, 1.0]))
+      >>> config = keras_smart.AdversarialConfig(loss="ce_tradeoff")
+      >>> [w.numpy().tolist() for w in row_weights(config, tf.constant([0.0, 1.0]))]
+      [[1.0, 1.0], [0.0, 8.0]]
     """
     if adversarial_config.loss == config_lib.AdversarialLoss.OAT:
         return 1.0 - lam, lam
@@ -34,7 +36,8 @@ def kl_divergence(logits_p, logits_q):
     """Per-example KL(softmax(logits_p) || softmax(logits_q)), in float32 (TRADES' robust term).
 
     Example:
-      >>> kl_divergence(clean_logits, adversarial_logits)  # [batch]
+      >>> kl_divergence(tf.constant([[0.0, 0.0], [2.0, 0.0]]), tf.constant([[0.0, 0.0], [0.0, 2.0]])).numpy().round(3)
+      array([0.   , 1.523], dtype=float32)
     """
     log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32))
     log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32))

@@ -1,6 +1,5 @@
 """Batch-norm post-statistics: each path's moving statistics recomputed from the inputs it serves."""
 
-import numbers
 import warnings
 
 import numpy as np
@@ -8,8 +7,9 @@ import tensorflow as tf
 
 from keras_smart import _compat
 from keras_smart import attacks
-from keras_smart import inputs
 from keras_smart import config as config_lib
+from keras_smart import inputs
+from keras_smart import validation
 from keras_smart.layers import base
 from keras_smart.layers import dual_batch_norm
 
@@ -67,12 +67,8 @@ def _dual_batch_norm_layers(model):
 
 
 def _check_tradeoffs(tradeoffs):
-    if isinstance(tradeoffs, (str, bytes)) or not hasattr(tradeoffs, "__iter__"):
-        raise TypeError(f"`tradeoffs` must be a sequence of numbers in [0, 1]. Received: {tradeoffs!r}")
-    tradeoffs = [config_lib.check_tradeoff(t, "tradeoffs[i]") for t in tradeoffs]
-    clean = [t for t in tradeoffs if t == 0.0]
-    robust = [t for t in tradeoffs if t > 0.0]
-    if not tradeoffs or len(clean) > 1 or len(robust) > 1:
+    tradeoffs = validation.check_tradeoffs(tradeoffs)
+    if len([t for t in tradeoffs if t > 0.0]) > 1:
         raise ValueError(
             "`tradeoffs` names the statistics to recompute: at most one 0 (the clean path's) and at most one "
             "value > 0 (the adversarial path's, shared by every lam > 0; its kernels are taken at that lam). "
@@ -139,22 +135,21 @@ def recalibrate_batchnorm(model, data, *, tradeoffs=(0.0, 1.0), attack=None, bat
         `tradeoffs`, a missing `attack` for lam > 0, bad or empty `data`.
 
     Example:
-      >>> keras_smart.recalibrate_batchnorm(smart, (x_train[:2048], y_train[:2048]),
-      ...                                   attack=keras_smart.AttackConfig(eps=0.3, steps=7))
+      >>> keras_smart.recalibrate_batchnorm(smart, (x, y), attack=keras_smart.AttackConfig(eps=0.3, steps=2))
+      {0.0: 64, 1.0: 64}
     """
     layers = _dual_batch_norm_layers(model)
     tradeoffs = _check_tradeoffs(tradeoffs)
     attack = _check_attack(attack, model, tradeoffs)
-    for value, arg in ((batch_size, "batch_size"), (max_batches, "max_batches")):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"`{arg}` must be an int >= 1. Received: {arg}={value!r}")
+    validation.check_int(batch_size, "batch_size", minimum=1)
+    validation.check_int(max_batches, "max_batches", minimum=1)
     batches = inputs.take_batches(data, batch_size, max_batches, "batch-norm recalibration")
     collector = _Collector(layers)
     bn_training = attack is not None and attack.bn_mode == config_lib.BatchNormMode.TRAIN
 
-    def attack_model(inputs):
+    def attack_model(x):
         with base.frozen_statistics():
-            return model(inputs, training=bn_training)
+            return model(x, training=bn_training)
 
     def collect(x, y, lam):
         with base.tradeoff_override(lam):

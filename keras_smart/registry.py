@@ -4,6 +4,7 @@ import math
 
 from keras_smart import _compat
 from keras_smart import config as config_lib
+from keras_smart import validation
 from keras_smart import layers as cl
 
 keras = _compat.keras
@@ -66,6 +67,20 @@ def layer_options(method, conditional_class, options):
     """The subset of `options` (plus the method's fixed ones) that `conditional_class` takes."""
     merged = {**options, **FIXED_OPTIONS.get(method, {})}
     return {k: v for k, v in merged.items() if k in conditional_class.conditional_config_keys}
+
+
+# Options renamed in this release: the old name works, with a DeprecationWarning, until the next.
+_RENAMED_OPTIONS = {"film_lambdas": "film_tradeoffs"}
+
+
+def renamed_options(options):
+    """`options` with old option names replaced by their new ones (warning once per old name)."""
+    renamed = dict(options)
+    for old, new in _RENAMED_OPTIONS.items():
+        if old in renamed:
+            value = validation.renamed_argument("convert", old, renamed.pop(old), new, renamed.get(new))
+            renamed[new] = value
+    return renamed
 
 
 def check_options(method, options):

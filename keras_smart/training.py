@@ -30,6 +30,7 @@ import tensorflow as tf
 from keras_smart import _compat
 from keras_smart import attacks
 from keras_smart import config as config_lib
+from keras_smart import inputs as inputs_lib
 from keras_smart import labels as labels_lib
 from keras_smart import losses
 from keras_smart import recalibration
@@ -63,8 +64,8 @@ class SmartModel(keras.Model):
     SmartModel rather than a plain Functional model.
 
     Example:
-      >>> smart = keras_smart.convert(model, method="smart")
-      >>> smart.tradeoff_variable.numpy()
+      >>> smart = keras_smart.convert(cnn, method="smart")
+      >>> float(smart.tradeoff_variable.numpy())
       0.0
     """
 
@@ -89,6 +90,7 @@ class SmartModel(keras.Model):
             eps=tf.Variable(1.0, trainable=False, name="adversarial_eps"),
             accuracy=keras.metrics.Mean(name="adv_accuracy"),
             recalibration=None,
+            until_fit_ends=False,
         )
         self.bind_layers()
 
@@ -118,28 +120,32 @@ class SmartModel(keras.Model):
         """The variable holding the attack budget in use (an eps schedule assigns it)."""
         return self._adversarial.eps
 
-    def enable_adversarial(self, adversarial_config):
-        """Makes `fit` train once-for-all with `adversarial_config` (retraces the train step)."""
+    def enable_adversarial(self, adversarial_config, *, until_fit_ends=False):
+        """Makes `fit` train once-for-all with `adversarial_config` (retraces the train step).
+
+        With `until_fit_ends` (what `AdversarialCallback` asks for when `fit`
+        starts), the running `fit` switches adversarial training off again as it
+        returns, also when it raises (Ctrl-C, a failing callback): Keras then
+        skips `on_train_end`, so a callback alone cannot promise it.
+        """
         if not isinstance(adversarial_config, config_lib.AdversarialConfig):
             raise TypeError(
                 "`adversarial_config` must be a keras_smart.config.AdversarialConfig. "
                 f"Received: {type(adversarial_config).__name__}"
             )
-        if len(self.inputs) != 1 or len(self.outputs) != 1:
-            raise ValueError(
-                f"Adversarial training needs a model with one input and one output; '{self.name}' has "
-                f"{len(self.inputs)} and {len(self.outputs)}. Wrap the classifier you want robust in a "
-                "single-input, single-output model."
-            )
+        inputs_lib.check_single_io(self, "Adversarial training")
         attack, size = adversarial_config.attack, tf.TensorShape(self.inputs[0].shape[1:]).num_elements()
         if attack.norm == config_lib.Norm.L2 and size is not None:  # AttackConfig checked L-inf; L2 needs d
             config_lib.check_eps(attack.eps, attack.norm, attack.clip_min, attack.clip_max, size)
         self._adversarial.config = adversarial_config
+        self._adversarial.until_fit_ends = until_fit_ends
         self._adversarial.eps.assign(adversarial_config.attack.eps)
         self.train_function = None
 
     def disable_adversarial(self):
+        """Makes `fit` train the ordinary way again (retraces the train step)."""
         self._adversarial.config = None
+        self._adversarial.until_fit_ends = False
         self.train_function = None
 
     def recalibrate_after_fit(self, *, tradeoffs, attack, max_batches):
@@ -156,8 +162,12 @@ class SmartModel(keras.Model):
         See `recalibrate_after_fit` and `keras_smart.recalibrate_batchnorm`.
         """
         self._adversarial.recalibration = None
-        history = super().fit(*args, **kwargs)
-        request, self._adversarial.recalibration = self._adversarial.recalibration, None
+        try:
+            history = super().fit(*args, **kwargs)
+        finally:
+            request, self._adversarial.recalibration = self._adversarial.recalibration, None
+            if self._adversarial.until_fit_ends:
+                self.disable_adversarial()
         if request is not None:
             recalibration.after_fit(self, args, kwargs, **request)
         return history
@@ -224,92 +234,115 @@ class SmartModel(keras.Model):
     def train_step(self, data):
         if self._adversarial.config is None:
             return super().train_step(data)
-        adversarial = self._adversarial.config
-        trades = adversarial.loss == config_lib.AdversarialLoss.TRADES
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch_size = tf.shape(x)[0]
         if sample_weight is None:
             sample_weight = tf.ones([batch_size], tf.float32)
         sample_weight = tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
         lam = self.sample_tradeoffs(batch_size)
+        indices, groups = self._split_by_tradeoff(x, y, sample_weight, lam)
+        with tf.GradientTape() as tape:
+            terms = _LossTerms()
+            for group in groups:
+                self._train_group(group, terms)
+            loss = self._adversarial_loss(x, terms, batch_size)
+            scaled = _compat.scale_loss(self, loss)
+        _compat.apply_gradients(self, tape, scaled)
+        clean_in_order = tf.dynamic_stitch(indices, terms.clean_preds)
+        return self.compute_metrics(x, y, clean_in_order, sample_weight)
 
+    def _split_by_tradeoff(self, x, y, sample_weight, lam):
+        """The batch's original indices per group, and the groups: (group lam, x, y, weights, per-example lam).
+
+        A group's lam is 0.0 (clean), a trained value, or None (per-example lam, one path).
+        """
+        adversarial = self._adversarial.config
         if self._groups_by_value():
             table = tf.constant(adversarial.tradeoffs, tf.float32)
             group_ids = tf.cast(tf.argmin(tf.abs(lam[:, None] - table[None, :]), axis=1), tf.int32)
             group_lams = list(adversarial.tradeoffs)
         else:
             group_ids = tf.cast(lam > 0.0, tf.int32)
-            group_lams = [0.0, None]  # None: the group's per-example lam
-        num_groups = len(group_lams)
-        indices = tf.dynamic_partition(tf.range(batch_size), group_ids, num_groups)
-        parts = {
-            name: tf.dynamic_partition(value, group_ids, num_groups)
-            for name, value in (("x", x), ("y", y), ("w", sample_weight), ("lam", lam))
-        }
+            group_lams = [0.0, None]
+        count = len(group_lams)
+        indices = tf.dynamic_partition(tf.range(tf.shape(x)[0]), group_ids, count)
+        parts = [tf.dynamic_partition(value, group_ids, count) for value in (x, y, sample_weight, lam)]
+        return indices, [(group_lam, *(part[g] for part in parts)) for g, group_lam in enumerate(group_lams)]
 
+    def _empty_output(self):
         output = self.outputs[0]
+        return tf.zeros([0] + list(output.shape[1:]), output.dtype)
 
-        def nothing():
-            return tf.zeros([0] + list(output.shape[1:]), output.dtype)
+    def _forward_group(self, x_g, y_g, lam_g, group_lam):
+        """(clean logits, adversarial logits) of one group, through the path its lam selects."""
+        adversarial = self._adversarial.config
+        with base.tradeoff_override(lam_g if group_lam is None else group_lam):
+            if group_lam == 0.0:
+                if adversarial.shared_weights == "adversarial":
+                    with base.holding_shared_weights():
+                        return self(x_g, training=True), self._empty_output()
+                return self(x_g, training=True), self._empty_output()
+            # A path's moving statistics come from the inputs it serves: the adversarial
+            # path's from adversarial examples, not from this clean pass.
+            with base.frozen_statistics():
+                clean = self(x_g, training=True)
+            x_adv = self._attack(x_g, y_g)
+            return clean, self(x_adv, training=True)
 
-        with tf.GradientTape() as tape:
-            clean_preds, preds, targets, weights, kl_terms = [], [], [], [], []
-            for g, group_lam in enumerate(group_lams):
-                x_g, y_g, w_g, lam_g = (parts[k][g] for k in ("x", "y", "w", "lam"))
-                attacked = group_lam != 0.0
+    def _train_group(self, group, terms):
+        """Forwards one group and adds its rows to the loss terms."""
+        group_lam, x_g, y_g, w_g, lam_g = group
+        adversarial = self._adversarial.config
+        # An empty group is skipped: TF's CPU convolution mis-shapes a batch of 0.
+        clean, adv = tf.cond(
+            tf.size(lam_g) > 0,
+            lambda: self._forward_group(x_g, y_g, lam_g, group_lam),
+            lambda: (self._empty_output(), self._empty_output()),
+        )
+        clean_weight, adv_weight = losses.row_weights(adversarial, lam_g)
+        terms.clean_preds.append(clean)
+        terms.add_rows(clean, y_g, clean_weight * w_g)
+        if group_lam == 0.0:
+            return
+        self._update_adv_accuracy(y_g, adv, w_g)
+        if adversarial.loss == config_lib.AdversarialLoss.TRADES:
+            terms.kl_terms.append(adv_weight * w_g * losses.kl_divergence(clean, adv))
+        else:
+            terms.add_rows(adv, y_g, adv_weight * w_g)
 
-                def forward(x_g=x_g, y_g=y_g, lam_g=lam_g, group_lam=group_lam, attacked=attacked):
-                    with base.tradeoff_override(lam_g if group_lam is None else group_lam):
-                        if not attacked:
-                            if adversarial.shared_weights == "adversarial":
-                                with base.holding_shared_weights():
-                                    return self(x_g, training=True), nothing()
-                            return self(x_g, training=True), nothing()
-                        # A path's moving statistics come from the inputs it serves: the
-                        # adversarial path's from adversarial examples, not from this clean pass.
-                        with base.frozen_statistics():
-                            clean = self(x_g, training=True)
-                        x_adv = self._attack(x_g, y_g)
-                        return clean, self(x_adv, training=True)
-
-                # An empty group is skipped: TF's CPU convolution mis-shapes a batch of 0.
-                clean, adv = tf.cond(tf.size(lam_g) > 0, forward, lambda: (nothing(), nothing()))
-                clean_weight, adv_weight = losses.row_weights(adversarial, lam_g)
-                clean_preds.append(clean)
-                preds.append(clean)
-                targets.append(y_g)
-                weights.append(clean_weight * w_g)
-                if attacked:
-                    self._update_adv_accuracy(y_g, adv, w_g)
-                    if trades:
-                        kl_terms.append(adv_weight * w_g * losses.kl_divergence(clean, adv))
-                    else:
-                        preds.append(adv)
-                        targets.append(y_g)
-                        weights.append(adv_weight * w_g)
-            # The compiled loss averages over every row it sees (clean and adversarial);
-            # rescale so that the result is the per-example mean over the batch.
-            rows = tf.add_n([tf.shape(p)[0] for p in preds])
-            scale = tf.cast(rows, tf.float32) / tf.cast(batch_size, tf.float32)
-            extra = None
-            if kl_terms:
-                extra = tf.reduce_sum(tf.concat(kl_terms, 0)) / tf.cast(batch_size, tf.float32)
-            loss = _compat.training_loss(
-                self,
-                x,
-                tf.concat(targets, 0),
-                tf.concat(preds, 0),
-                tf.concat(weights, 0) * scale,
-                batch_size,
-                extra_loss=extra,
-            )
-            scaled = _compat.scale_loss(self, loss)
-        _compat.apply_gradients(self, tape, scaled)
-        clean_in_order = tf.dynamic_stitch(indices, clean_preds)
-        return self.compute_metrics(x, y, clean_in_order, sample_weight)
+    def _adversarial_loss(self, x, terms, batch_size):
+        """The batch's loss through the compiled loss: the per-example mean of every group's objective."""
+        # The compiled loss averages over every row it sees (clean and adversarial);
+        # rescale so that the result is the per-example mean over the batch.
+        rows = tf.add_n([tf.shape(p)[0] for p in terms.preds])
+        scale = tf.cast(rows, tf.float32) / tf.cast(batch_size, tf.float32)
+        extra = None
+        if terms.kl_terms:
+            extra = tf.reduce_sum(tf.concat(terms.kl_terms, 0)) / tf.cast(batch_size, tf.float32)
+        return _compat.training_loss(
+            self,
+            x,
+            tf.concat(terms.targets, 0),
+            tf.concat(terms.preds, 0),
+            tf.concat(terms.weights, 0) * scale,
+            batch_size,
+            extra_loss=extra,
+        )
 
     def _update_adv_accuracy(self, y, pred, weight):
         labels = labels_lib.ids_tensor(y, pred)  # ids [B] or [B, 1], or one-hot / soft rows
         correct = tf.cast(tf.equal(labels, tf.argmax(pred, -1, output_type=tf.int32)), tf.float32)
         self._adversarial.accuracy.update_state(correct, sample_weight=weight)
 
+
+class _LossTerms:
+    """The rows a train step feeds the compiled loss, the clean predictions, and TRADES' KL terms."""
+
+    def __init__(self):
+        self.preds, self.targets, self.weights = [], [], []
+        self.clean_preds, self.kl_terms = [], []
+
+    def add_rows(self, preds, targets, weights):
+        self.preds.append(preds)
+        self.targets.append(targets)
+        self.weights.append(weights)

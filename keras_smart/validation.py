@@ -31,6 +31,13 @@ def check_int(value, name, *, minimum=None, maximum=None):
     return int(value)
 
 
+def check_bool(value, name):
+    """`value` if it is True or False (numbers and strings are refused: `"False"` is truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
 def check_seed(value, name="seed", *, allow_none=False):
     """An int seed (any sign), or None where `allow_none`."""
     if value is None and allow_none:

@@ -43,7 +43,7 @@ def test_adversarial_training_runs_with_a_step_schedule(schedule, attack_fn, mon
     smart = _small_smart()
     x, y = _data()
     attack = keras_smart.AttackConfig(eps=0.1, steps=3, step_schedule=schedule)
-    callback = keras_smart.callbacks.AdversarialCallback(attack=attack, lambdas=(0.0, 1.0), eps_schedule=2)
+    callback = keras_smart.callbacks.AdversarialCallback(attack=attack, tradeoffs=(0.0, 1.0), eps_schedule=2)
     history = smart.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback]).history
     assert calls, f"training never called attacks.{attack_fn}"
     assert any(isinstance(c["eps"], tf.Variable) for c in calls)  # the train step's scheduled eps
@@ -62,7 +62,7 @@ def test_epoch_end_evaluation_with_apgd_ce_logs_its_accuracy():
     x_eval, y_eval = _data(12)
     evaluate_attack = keras_smart.AttackConfig(eps=0.2, steps=20, step_schedule="apgd", random_start=False)
     callback = keras_smart.callbacks.AdversarialCallback(
-        attack=keras_smart.AttackConfig(eps=0.1, steps=2), lambdas=(0.0, 1.0),
+        attack=keras_smart.AttackConfig(eps=0.1, steps=2), tradeoffs=(0.0, 1.0),
         evaluate=(x_eval, y_eval), evaluate_attack=evaluate_attack,
     )
     logs = smart.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback]).history
@@ -75,3 +75,46 @@ def test_epoch_end_evaluation_with_apgd_ce_logs_its_accuracy():
     expected = float(np.mean(np.argmax(model_fn(x_adv).numpy(), -1) == y_eval))
     assert logs["apgd-ce20_acc@1"] == [pytest.approx(expected)]
     assert logs["apgd-ce20_acc@1"][0] <= logs["clean_acc@1"][0]
+
+
+class _StopAtBatch(keras.callbacks.Callback):
+    """Raises inside `fit`, as Ctrl-C or a failing callback would."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_adversarial_mode_ends_with_its_fit_even_when_fit_raises():
+    smart = _small_smart()
+    x, y = _data()
+    attack = keras_smart.AttackConfig(eps=0.1, steps=2)
+    callback = keras_smart.callbacks.AdversarialCallback(attack=attack, tradeoffs=(0.0, 1.0), recalibrate=False)
+    with pytest.raises(KeyboardInterrupt):
+        smart.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback, _StopAtBatch()])
+    assert smart.adversarial_config is None
+    history = smart.fit(x, y, batch_size=8, epochs=1, verbose=0).history  # a plain fit trains plainly
+    assert "adv_accuracy" not in history
+
+
+def test_adversarial_mode_set_by_hand_outlives_fit():
+    smart = _small_smart()
+    x, y = _data()
+    config = keras_smart.AdversarialConfig(attack=keras_smart.AttackConfig(eps=0.1, steps=2), tradeoffs=(0.0, 1.0))
+    smart.enable_adversarial(config)
+    history = smart.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert "adv_accuracy" in history and smart.adversarial_config is config
+
+
+def test_old_keyword_names_still_work_with_a_deprecation_warning():
+    attack = keras_smart.AttackConfig(eps=0.1, steps=2)
+    with pytest.warns(DeprecationWarning, match=r"AdversarialCallback\(lambdas=...\)` is deprecated.*use `tradeoffs="):
+        callback = keras_smart.callbacks.AdversarialCallback(attack=attack, lambdas=(0.0, 1.0))
+    assert callback.config.tradeoffs == (0.0, 1.0)
+    with pytest.warns(DeprecationWarning, match=r"AdversarialConfig\(lambdas=...\)"):
+        assert keras_smart.AdversarialConfig(lambdas=[1, 0]).tradeoffs == (0.0, 1.0)
+    with pytest.raises(TypeError, match="both `tradeoffs` and its old name `lambdas`"):
+        keras_smart.AdversarialConfig(tradeoffs=(0.0, 1.0), lambdas=(0.0, 1.0))
+    smart = _small_smart()
+    with pytest.warns(DeprecationWarning, match=r"set_tradeoff\(lam=...\)"):
+        keras_smart.set_tradeoff(smart, lam=0.25)
+    assert keras_smart.get_tradeoff(smart) == 0.25

@@ -35,7 +35,7 @@ def _digits(n):
 
 def _fit(smart, x, y, epochs, **callback_options):
     callback = keras_smart.callbacks.AdversarialCallback(
-        attack=ATTACK, lambdas=(0.0, 1.0), clean_share=0.5, **callback_options
+        attack=ATTACK, tradeoffs=(0.0, 1.0), clean_share=0.5, **callback_options
     )
     return smart.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[callback])
 
@@ -162,7 +162,7 @@ def test_adversarial_fit_on_a_generator_warns_instead_of_recalibrating():
         for i in range(0, 64, 32):
             yield x[i : i + 32], y[i : i + 32]
 
-    callback = keras_smart.callbacks.AdversarialCallback(attack=ATTACK, lambdas=(0.0, 1.0))
+    callback = keras_smart.callbacks.AdversarialCallback(attack=ATTACK, tradeoffs=(0.0, 1.0))
     before = _statistics(smart, "bn0")[0].copy()
     with pytest.warns(UserWarning, match="not recalibrated"):
         smart.fit(batches(), epochs=1, steps_per_epoch=2, verbose=0, callbacks=[callback])

@@ -186,9 +186,9 @@ def test_attack_steps_leave_batch_norm_statistics_alone():
 @pytest.mark.parametrize(
     "kwargs, error, fragment",
     [
-        ({"lambdas": (0.0, 1.5)}, ValueError, r"must be in \[0, 1\]"),
-        ({"lambdas": (0.2, 1.0)}, ValueError, "must contain 0"),
-        ({"lambdas": (0.0,)}, ValueError, "at least one value > 0"),
+        ({"tradeoffs": (0.0, 1.5)}, ValueError, r"must be in \[0, 1\]"),
+        ({"tradeoffs": (0.2, 1.0)}, ValueError, "must contain 0"),
+        ({"tradeoffs": (0.0,)}, ValueError, "at least one value > 0"),
         ({"sampling": "epoch"}, ValueError, "Unknown `sampling`"),
         ({"eps_schedule": 0}, ValueError, "`eps_schedule` must be"),
         ({"attack": "pgd"}, TypeError, "must be an AttackConfig"),
@@ -236,7 +236,7 @@ def test_once_for_all_training_on_the_digits_spans_the_tradeoff():
     # Two experts (SMART's switch mode): half of each batch trains the clean path.
     callback = keras_smart.callbacks.AdversarialCallback(
         attack=keras_smart.AttackConfig(eps=eps, steps=5, step_size=0.1),
-        lambdas=(0.0, 1.0),
+        tradeoffs=(0.0, 1.0),
         clean_share=0.5,
         eps_schedule=2,
     )
@@ -362,5 +362,5 @@ def test_adversarial_training_needs_one_input_and_one_output():
     inputs = keras.Input((4,))
     h = keras.layers.Dense(3, name="fc")(inputs)
     smart = keras_smart.convert(keras.Model(inputs, [h, keras.layers.Dense(2, name="aux")(h)]))
-    with pytest.raises(ValueError, match="one input and one output.*has 1 and 2"):
+    with pytest.raises(ValueError, match="one input and one output.*has 1 input\(s\) and 2 output\(s\)"):
         smart.enable_adversarial(_fgsm_config())

@@ -154,7 +154,8 @@ class DualMaskMultiHeadAttention(ConditionalAttention, keras.layers.MultiHeadAtt
     Example:
       >>> mha = DualMaskMultiHeadAttention(num_heads=2, key_dim=8, name="mha")
       >>> y = mha(tf.zeros((2, 5, 16)), tf.zeros((2, 5, 16)))
-      >>> sorted(mha.projections())  # ['attention_output', 'key', 'query', 'value']
+      >>> sorted(mha.projections())
+      ['attention_output', 'key', 'query', 'value']
     """
 
     source_class = keras.layers.MultiHeadAttention
@@ -171,6 +172,8 @@ class NoisyMultiHeadAttention(ConditionalAttention, keras.layers.MultiHeadAttent
 
     Example:
       >>> y = NoisyMultiHeadAttention(2, 8, seed=0)(tf.zeros((2, 5, 16)), tf.zeros((2, 5, 16)))
+      >>> tuple(y.shape)
+      (2, 5, 16)
     """
 
     source_class = keras.layers.MultiHeadAttention

@@ -22,21 +22,23 @@ def _scoped(name, value):
         setattr(_STATE, name, previous)
 
 
-def tradeoff_override(lam):
-    """Makes conditional layers read `lam` instead of their model's trade-off variable.
+def tradeoff_override(tradeoff):
+    """Makes conditional layers read `tradeoff` instead of their model's trade-off variable.
 
     The override is read when a layer's `call` is traced, so it must wrap the
     call itself (inside a `tf.function`, around the model call). Training uses it
     to route a batch group through one path; export uses it to make lam an input.
 
     Args:
-      lam: a scalar float (Python number or tensor).
+      tradeoff: a scalar float (Python number or tensor), or a per-example vector.
 
     Example:
-      >>> with tradeoff_override(1.0):
-      ...     adv_logits = model(x)
+      >>> with tradeoff_override(1.0):  # the adversarial path, whatever the model's trade-off
+      ...     adv_logits = smart(x[:4])
+      >>> tuple(adv_logits.shape)
+      (4, 10)
     """
-    return _scoped("tradeoff", lam)
+    return _scoped("tradeoff", tradeoff)
 
 
 def expected_noise():
@@ -46,8 +48,12 @@ def expected_noise():
     and its stripped model compute the same function. Read at trace time.
 
     Example:
+      >>> noisy = keras_smart.convert(cnn, "float")
+      >>> keras_smart.set_tradeoff(noisy, 1.0)
       >>> with expected_noise():
-      ...     y = model(x)
+      ...     same = np.array_equal(noisy(x[:4]), noisy(x[:4]))
+      >>> same
+      True
     """
     return _scoped("noise_off", True)
 
@@ -70,8 +76,10 @@ def separate_paths():
     at its expectation (`expected_noise()`). Read at trace time.
 
     Example:
-      >>> with separate_paths(), expected_noise(), tradeoff_override(lam_input):
-      ...     logits = model(x)
+      >>> with separate_paths(), expected_noise(), tradeoff_override(tf.constant(1.0)):
+      ...     logits = smart(x[:4])
+      >>> np.allclose(logits, keras_smart.strip(smart, tradeoff=1.0)(x[:4]), atol=1e-5)
+      True
     """
     return _scoped("separate_paths", True)
 
@@ -183,6 +191,11 @@ class ConditionalLayer:
     source_class = None
     conditional_config_keys = ()
 
+    def conditioning_weight_names(self):
+        """The weights this layer holds only to condition on the trade-off (masks excluded: they
+        are counted as non-zeros). Here: the adversarial path's own copies ("adv_..."), if any."""
+        return tuple(n for n in (_compat.weight_name(v) for v in self.weights) if n.startswith(ADV_PREFIX))
+
     def bind_tradeoff(self, variable):
         """Makes this layer read `variable` as its trade-off (done by `SmartModel`)."""
         self._tradeoff_reference = _VariableReference(variable)
@@ -243,8 +256,11 @@ class ConditionalLayer:
           masks all ones and the noise off it computes what `layer` computes.
 
         Example:
-          >>> dense = keras.layers.Dense(4); dense.build((None, 3))
-          >>> smart_dense = DualMaskDense.from_layer(dense)
+          >>> dense = keras.layers.Dense(4, name="fc")
+          >>> dense.build((None, 3))
+          >>> smart_dense = keras_smart.layers.DualMaskDense.from_layer(dense)
+          >>> smart_dense.name, [w.name.split("/")[-1].split(":")[0] for w in smart_dense.non_trainable_weights]
+          ('fc', ['kernel_clean_mask', 'kernel_adv_mask'])
         """
         if type(layer) is not cls.source_class:  # pylint: disable=unidiomatic-typecheck
             raise TypeError(
@@ -263,7 +279,11 @@ class ConditionalLayer:
         its expectation).
 
         Example:
-          >>> dense = smart_dense.to_layer(tradeoff=1.0)
+          >>> dense = keras.layers.Dense(4, name="fc")
+          >>> dense.build((None, 3))
+          >>> smart_dense = keras_smart.layers.DualMaskDense.from_layer(dense)
+          >>> type(smart_dense.to_layer(tradeoff=1.0)).__name__
+          'Dense'
         """
         layer = self.source_class.from_config(self.source_config())
         layer.build_from_config(self.get_build_config())

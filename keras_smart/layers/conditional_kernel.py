@@ -43,6 +43,11 @@ class ConditionalKernel(base.ConditionalLayer):
     def noise_scale_name(self, kernel_name):
         return f"{kernel_name}_noise_scale"
 
+    def conditioning_weight_names(self):
+        if self.noisy:
+            return tuple(self.noise_scale_name(k) for k in self.kernel_names)
+        return super().conditioning_weight_names()
+
     def conditional_weight_names(self):
         names = []
         for kernel_name in self.kernel_names:

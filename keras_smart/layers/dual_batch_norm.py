@@ -11,7 +11,7 @@ keras = _compat.keras
 ADV_PREFIX = base.ADV_PREFIX
 
 
-def _check_no_mask(layer, mask):
+def check_no_mask(layer, mask):
     if mask is not None:
         raise ValueError(
             f"Layer '{layer.name}' received a Keras mask; dual batch-norm computes unmasked "
@@ -122,6 +122,6 @@ class DualBatchNormalization(base.PathPairedWeights, keras.layers.BatchNormaliza
                 variable.assign(tf.where(nonempty, weight * moved + (1.0 - weight) * variable, variable))
 
     def call(self, inputs, training=None, mask=None):
-        _check_no_mask(self, mask)
+        check_no_mask(self, mask)
         outputs = self.normalize(inputs, training, self.current_tradeoff())
         return tf.cast(outputs, self.compute_dtype)

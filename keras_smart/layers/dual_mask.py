@@ -1,19 +1,16 @@
 """SMART layers: one shared kernel, a clean and an adversarial binary mask over it."""
 
-import numbers
-
 from keras_smart import _compat
 from keras_smart import config as config_lib
+from keras_smart import validation
 from keras_smart.layers import conditional_kernel as ck
 
 keras = _compat.keras
 
 
 def check_noise_options(noise_init, seed):
-    if isinstance(noise_init, bool) or not isinstance(noise_init, numbers.Real) or noise_init < 0:
-        raise ValueError(f"`noise_init` must be a number >= 0. Received: noise_init={noise_init!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
+    validation.check_real(noise_init, "noise_init", low=0.0)
+    validation.check_seed(seed, allow_none=True)
 
 
 class DualMask(ck.ConditionalKernel):
@@ -65,7 +62,8 @@ class DualMaskConv2D(DualMask, ck.ConvMath, keras.layers.Conv2D):
     Example:
       >>> layer = DualMaskConv2D(8, 3, padding="same")
       >>> y = layer(tf.zeros((1, 16, 16, 3)))
-      >>> [w.name for w in layer.non_trainable_weights]  # kernel_clean_mask, kernel_adv_mask
+      >>> [w.name.split("/")[-1].split(":")[0] for w in layer.non_trainable_weights]
+      ['kernel_clean_mask', 'kernel_adv_mask']
     """
 
     source_class = keras.layers.Conv2D

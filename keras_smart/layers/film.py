@@ -1,17 +1,17 @@
 """OAT's FiLM: dual batch-norm followed by a per-channel scale and shift computed from lam."""
 
-import numbers
-
 import numpy as np
 import tensorflow as tf
 
 from keras_smart import _compat
 from keras_smart import config as config_lib
+from keras_smart import validation
 from keras_smart.layers import dual_batch_norm
 
 keras = _compat.keras
 
 _LEAKY_SLOPE = 0.01  # PyTorch's LeakyReLU default, as in OAT's FiLM MLP.
+_OAT_TRADEOFFS = config_lib.OAT_TRADEOFFS
 
 
 @_compat.register_serializable
@@ -24,59 +24,58 @@ class FiLMDualBatchNormalization(dual_batch_norm.DualBatchNormalization):
 
     Args (besides BatchNormalization's own):
       film_encoding: "scalar" (lam itself, continuous; default) or "orthogonal"
-        (a fixed random orthonormal code per value in `film_lambdas`; lam is
+        (a fixed random orthonormal code per value in `film_tradeoffs`; lam is
         snapped to the nearest listed value).
-      film_lambdas: the selectable lam values for the orthogonal encoding.
+      film_tradeoffs: the selectable lam values for the orthogonal encoding
+        (`film_lambdas`, its old name, works for one more release).
       film_code_size: length of the orthogonal codes (default 128).
       seed: seed of the orthogonal codes and the first Dense's initialiser.
 
     Example:
-      >>> y = FiLMDualBatchNormalization()(tf.random.normal((2, 4, 4, 8)))
+      >>> layer = keras_smart.layers.FiLMDualBatchNormalization()
+      >>> tuple(layer(tf.random.normal((2, 4, 4, 8))).shape)
+      (2, 4, 4, 8)
     """
 
-    conditional_config_keys = ("film_encoding", "film_lambdas", "film_code_size", "seed")
+    conditional_config_keys = ("film_encoding", "film_tradeoffs", "film_code_size", "seed")
 
     def __init__(
         self,
         *args,
         film_encoding="scalar",
-        film_lambdas=(0.0, 0.1, 0.2, 0.3, 0.4, 1.0),
+        film_tradeoffs=_OAT_TRADEOFFS,
         film_code_size=128,
         seed=0,
+        film_lambdas=validation.UNSET,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        film_tradeoffs = validation.renamed_argument(
+            type(self).__name__, "film_lambdas", film_lambdas, "film_tradeoffs", film_tradeoffs, _OAT_TRADEOFFS
+        )
         options = self.check_options(
-            film_encoding=film_encoding, film_lambdas=film_lambdas, film_code_size=film_code_size, seed=seed
+            film_encoding=film_encoding, film_tradeoffs=film_tradeoffs, film_code_size=film_code_size, seed=seed
         )
         self.film_encoding = options["film_encoding"]
-        self.film_lambdas = options["film_lambdas"]
+        self.film_tradeoffs = options["film_tradeoffs"]
         self.film_code_size = options["film_code_size"]
         self.seed = options["seed"]
 
     @classmethod
     def check_options(
-        cls, film_encoding="scalar", film_lambdas=(0.0, 0.1, 0.2, 0.3, 0.4, 1.0), film_code_size=128, seed=0
+        cls, film_encoding="scalar", film_tradeoffs=_OAT_TRADEOFFS, film_code_size=128, seed=0
     ):
         """Validates this class's own arguments; returns them normalised."""
         encoding = config_lib.coerce_enum(config_lib.FiLMEncoding, film_encoding, "film_encoding")
-        lambdas = tuple(config_lib.check_tradeoff(v, "film_lambdas[i]") for v in film_lambdas)
-        if not lambdas:
-            raise ValueError("`film_lambdas` must list at least one trade-off value.")
-        if isinstance(film_code_size, bool) or not isinstance(film_code_size, numbers.Integral) or (
-            film_code_size < len(lambdas)
-        ):
-            raise ValueError(
-                "`film_code_size` must be an int >= len(film_lambdas) (orthonormal codes). "
-                f"Received: film_code_size={film_code_size!r}"
-            )
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"`seed` must be an int. Received: seed={seed!r}")
+        tradeoffs = tuple(config_lib.check_tradeoff(v, "film_tradeoffs[i]") for v in film_tradeoffs)
+        if not tradeoffs:
+            raise ValueError("`film_tradeoffs` must list at least one trade-off value.")
         return {
             "film_encoding": encoding.value,
-            "film_lambdas": lambdas,
-            "film_code_size": int(film_code_size),
-            "seed": int(seed),
+            "film_tradeoffs": tradeoffs,
+            # Orthonormal codes: one per trade-off value.
+            "film_code_size": validation.check_int(film_code_size, "film_code_size", minimum=len(tradeoffs)),
+            "seed": validation.check_seed(seed),
         }
 
     def build(self, input_shape):
@@ -86,10 +85,10 @@ class FiLMDualBatchNormalization(dual_batch_norm.DualBatchNormalization):
         code_size = self.film_code_size if orthogonal else 1
         if orthogonal:
             rng = np.random.default_rng(self.seed)
-            q, _ = np.linalg.qr(rng.standard_normal((code_size, len(self.film_lambdas))))
+            q, _ = np.linalg.qr(rng.standard_normal((code_size, len(self.film_tradeoffs))))
             self.film_codes = self.add_weight(
                 name="film_codes",
-                shape=(len(self.film_lambdas), code_size),
+                shape=(len(self.film_tradeoffs), code_size),
                 initializer=keras.initializers.Constant(q.T.astype("float32")),
                 trainable=False,
                 **_compat.NO_AUTOCAST,
@@ -114,9 +113,13 @@ class FiLMDualBatchNormalization(dual_batch_norm.DualBatchNormalization):
         lam = tf.reshape(tf.cast(lam, tf.float32), (-1,))
         if self.film_encoding == config_lib.FiLMEncoding.SCALAR.value:
             return lam[:, None]
-        table = tf.constant(self.film_lambdas, tf.float32)
+        table = tf.constant(self.film_tradeoffs, tf.float32)
         index = tf.argmin(tf.abs(lam[:, None] - table[None, :]), axis=1)
         return tf.gather(tf.cast(self.film_codes, tf.float32), index)
+
+    def conditioning_weight_names(self):
+        film = tuple(n for n in (_compat.weight_name(v) for v in self.weights) if n.startswith(("film_kernel", "film_bias")))
+        return super().conditioning_weight_names() + film
 
     def film(self, lam):
         """The per-channel (gamma, beta) at lam, each of shape (n, C)."""
@@ -126,7 +129,7 @@ class FiLMDualBatchNormalization(dual_batch_norm.DualBatchNormalization):
         return tf.split(out, 2, axis=-1)
 
     def call(self, inputs, training=None, mask=None):
-        dual_batch_norm._check_no_mask(self, mask)  # pylint: disable=protected-access
+        dual_batch_norm.check_no_mask(self, mask)
         lam = self.current_tradeoff(per_sample=True)
         x = self.normalize(inputs, training, self.current_tradeoff())
         gamma, beta = self.film(lam)
@@ -154,7 +157,7 @@ class FiLMDualBatchNormalization(dual_batch_norm.DualBatchNormalization):
         return {
             **super().get_config(),
             "film_encoding": self.film_encoding,
-            "film_lambdas": list(self.film_lambdas),
+            "film_tradeoffs": list(self.film_tradeoffs),
             "film_code_size": self.film_code_size,
             "seed": self.seed,
         }

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+import keras_smart
 from keras_smart import layers as cl
+from tests import models
 
 
 def _film(**options):
@@ -35,7 +37,7 @@ def test_film_output_depends_on_lam_once_trained():
 
 
 def test_orthogonal_codes_are_orthonormal_and_lam_snaps_to_the_nearest_value():
-    layer = _film(film_encoding="orthogonal", film_lambdas=(0.0, 0.5, 1.0), film_code_size=16)
+    layer = _film(film_encoding="orthogonal", film_tradeoffs=(0.0, 0.5, 1.0), film_code_size=16)
     codes = layer.film_codes.numpy()
     np.testing.assert_allclose(codes @ codes.T, np.eye(3), atol=1e-5)
     np.testing.assert_array_equal(layer.encode(0.45).numpy()[0], codes[1])
@@ -54,11 +56,21 @@ def test_per_sample_lam_gives_per_sample_scale():
     "options, fragment",
     [
         ({"film_encoding": "onehot"}, "Unknown `film_encoding`"),
-        ({"film_lambdas": (0.0, 2.0)}, r"must be in \[0, 1\]"),
-        ({"film_lambdas": ()}, "at least one"),
+        ({"film_tradeoffs": (0.0, 2.0)}, r"must be in \[0, 1\]"),
+        ({"film_tradeoffs": ()}, "at least one"),
         ({"film_encoding": "orthogonal", "film_code_size": 2}, "film_code_size"),
     ],
 )
 def test_bad_film_options_are_rejected(options, fragment):
     with pytest.raises(ValueError, match=fragment):
         cl.FiLMDualBatchNormalization(**options)
+
+
+def test_the_old_option_name_film_lambdas_still_works_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match=r"film_lambdas=...\)` is deprecated.*film_tradeoffs="):
+        layer = _film(film_encoding="orthogonal", film_lambdas=(0.0, 1.0), film_code_size=16)
+    assert layer.film_tradeoffs == (0.0, 1.0)
+    model = models.conv_block_model()
+    with pytest.warns(DeprecationWarning, match=r"convert\(film_lambdas=...\)"):
+        smart = keras_smart.convert(model, "oat", film_encoding="orthogonal", film_lambdas=(0.0, 1.0))
+    assert {l.film_tradeoffs for l in smart.conditional_layers() if hasattr(l, "film_tradeoffs")} == {(0.0, 1.0)}
