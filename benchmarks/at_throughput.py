@@ -17,7 +17,7 @@ Configurations (`--runs`):
   1.10x targets).
 - pgd_at_lam1: the same at lam = 1 (adversarial pass only: ART's recipe).
 - smart, smart_blend, float, floats, oat (each with "_batch" for
-  sampling="batch"): `keras_smart.convert` + `AdversarialCallback` (OAT's lambdas
+  sampling="batch"): `keras_smart.convert` + `AdversarialCallback` (OAT's tradeoffs
   (0, .1, .2, .3, .4, 1), element sampling with the 1/6 clean quota unless
   "_batch"). SMART and FLOATS masks: `design_masks(score="random", density 0.5)`.
 - art: IBM ART's `AdversarialTrainerMadryPGD` (PGD-AT at lam = 1, ART's own
@@ -61,6 +61,8 @@ from keras_smart import attacks  # pylint: disable=g-import-not-at-top
 from keras_smart import backbones  # pylint: disable=g-import-not-at-top
 from keras_smart import callbacks  # pylint: disable=g-import-not-at-top
 
+import pgd_at  # benchmarks/pgd_at.py: the hand-written PGD-AT baseline
+
 keras = _compat.keras
 
 # name -> (convert method, convert options, sampling); None: not a keras_smart run.
@@ -77,50 +79,6 @@ SMART_RUNS = {
     "oat_batch": ("oat", {}, "batch"),
 }
 RUNS = ("clean", "pgd_at", "pgd_at_lam1") + tuple(SMART_RUNS) + ("art",)
-
-
-class PGDATModel(keras.Model):
-    """Plain PGD-AT at one fixed lam: (1 - lam) * CE(x) + lam * CE(x_adv), x_adv by in-graph PGD.
-
-    The attack runs outside the gradient tape with batch-norm in inference
-    mode; the clean and adversarial passes run in training mode, each with its
-    own batch statistics (as SmartModel's groups do).
-    """
-
-    def __init__(self, inputs, outputs, attack, lam, **kwargs):
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.pgd_settings = _Untracked(attack=attack, lam=float(lam))
-
-    def train_step(self, data):
-        attack, lam = self.pgd_settings.attack, self.pgd_settings.lam
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        batch = tf.shape(x)[0]
-        x_adv = attacks.run(attack, lambda t: self(t, training=False), x, y)
-        with tf.GradientTape() as tape:
-            adv = self(x_adv, training=True)
-            rows, weights = [adv], [tf.fill([batch], lam)]
-            if lam < 1.0:
-                rows.insert(0, self(x, training=True))
-                weights.insert(0, tf.fill([batch], 1.0 - lam))
-            # The compiled loss averages over all rows: scale to a per-example mean over the batch.
-            loss = _compat.training_loss(
-                self,
-                x,
-                tf.concat([y] * len(rows), 0),
-                tf.concat(rows, 0),
-                tf.concat(weights, 0) * float(len(rows)),
-                batch,
-            )
-            scaled = _compat.scale_loss(self, loss)
-        _compat.apply_gradients(self, tape, scaled)
-        return self.compute_metrics(x, y, rows[0], None)
-
-
-class _Untracked:
-    """Settings Keras must not track."""
-
-    def __init__(self, **values):
-        self.__dict__.update(values)
 
 
 class _Turns(keras.callbacks.Callback):
@@ -277,7 +235,7 @@ def _start(name, args, x, y, attack, rounds):
         model = _compile(base, args.learning_rate)
     elif name in ("pgd_at", "pgd_at_lam1"):
         lam = 1.0 if name == "pgd_at_lam1" else args.pgd_at_lam
-        model = _compile(PGDATModel(base.inputs, base.outputs, attack, lam), args.learning_rate)
+        model = _compile(pgd_at.PGDATModel(base.inputs, base.outputs, attack, lam), args.learning_rate)
     else:
         method, options, sampling = SMART_RUNS[name]
         model = keras_smart.convert(base, method, **options)
@@ -372,7 +330,7 @@ def _report(args, attack, blocks, warmups, load, wall):
             "optimizer": f"Adam({args.learning_rate})",
             "attack": f"PGD-{k} L-inf eps {attack.eps} step {attack.step_size:.5f} random start, BN inference",
             "pgd_at_lam": args.pgd_at_lam,
-            "lambdas": list(keras_smart.config.OAT_LAMBDAS),
+            "tradeoffs": list(keras_smart.config.OAT_TRADEOFFS),
             "clean_share": "1/6 (element sampling)",
             "masks": "design_masks(score='random', density=(0.5, 0.5)) for smart and floats",
             "art": "AdversarialTrainerMadryPGD(ratio 1 = lam 1), TensorFlowV2Classifier with a tf.function "

@@ -4,7 +4,7 @@ For each (d_clean, d_adv) point this trains, on `keras_smart.backbones.digits_cn
 (Keras's default batch-norm momentum), the 4,000 training digits, Adam 1e-3,
 batch 64, 10 epochs, PGD-7 at L-inf eps 0.3 (eps warmed up over 3 epochs):
 
-- SMART: switch mode, the two-path recipe (lambdas (0, 1), --clean_share of
+- SMART: switch mode, the two-path recipe (tradeoffs (0, 1), --clean_share of
   each batch clean, half by default), snip masks designed with --allocation
   (global by default; and --min_density) after one dense epoch, batch-norm
   recalibrated at the end of fit (the default);
@@ -41,7 +41,7 @@ keras = _compat.keras
 
 EPS = 0.3
 EVAL_EXAMPLES = 500
-OAT_RECIPE = {"lambdas": keras_smart.config.OAT_LAMBDAS, "clean_share": 1 / 6}
+OAT_RECIPE = {"tradeoffs": keras_smart.config.OAT_TRADEOFFS, "clean_share": 1 / 6}
 EXTRAS = (
     "cosine_attack",  # train with a cosine step schedule from 2 eps
     "trades",  # TRADES loss (beta 6), with its dedicated PGD-AT-through-mask twin trained with TRADES too
@@ -50,7 +50,7 @@ EXTRAS = (
     "layer_allocation",  # every kernel at the path's density (prunes the convolutions too)
     "magnitude", "random", "learned",  # other mask scores (learned: layer allocation, its only one)
     "blend", "noise",  # SMART's other trade-off modes, trained with OAT's recipe as they need lam > 0 values
-    "oat_recipe",  # OAT's lambdas and 1/6 clean share instead of the two-path recipe
+    "oat_recipe",  # OAT's tradeoffs and 1/6 clean share instead of the two-path recipe
     "adv_heavy",  # a quarter of each batch clean instead of half
     "adv_shared",  # only the adversarial loss trains the weights both masks keep
     "all_adversarial",  # every example on the adversarial path (clean_share 0): the mask timing alone
@@ -86,8 +86,8 @@ def _smart(args, density, x, y, *, schedule="fixed", loss="oat", recipe=None, wa
            recalibrate=True, allocation=None, score="snip", mode=None, shared_weights="both",
            bn_mode="inference", **mask_options):
     mode = mode or args.mode
-    if recipe is None:  # switch mode trains its two paths; blend and noise need OAT's lambdas in between
-        recipe = {"lambdas": (0.0, 1.0), "clean_share": args.clean_share} if mode == "switch" else OAT_RECIPE
+    if recipe is None:  # switch mode trains its two paths; blend and noise need OAT's tradeoffs in between
+        recipe = {"tradeoffs": (0.0, 1.0), "clean_share": args.clean_share} if mode == "switch" else OAT_RECIPE
     allocation = allocation or args.allocation
     if args.min_density and score != "learned":
         mask_options = {"min_density": args.min_density, **mask_options}
@@ -119,7 +119,7 @@ def _through_mask(args, masks, path, x, y, *, loss="oat"):
     if path:
         attack = _attack()
         _fit(model, x, y, args, [callbacks.AdversarialCallback(
-            attack=attack, eps_schedule=args.warmup, lambdas=(0.0, 1.0), clean_share=0.0, seed=args.seed, loss=loss)])
+            attack=attack, eps_schedule=args.warmup, tradeoffs=(0.0, 1.0), clean_share=0.0, seed=args.seed, loss=loss)])
     else:
         _fit(model, x, y, args, [])
         keras_smart.recalibrate_batchnorm(model, (x, y), tradeoffs=(0.0,))
@@ -167,7 +167,7 @@ def _dense(args, x, y, adversarial):
     model = _compile(keras_smart.convert(backbones.digits_cnn(), "smart"), args.learning_rate)
     cbs = []
     if adversarial:
-        cbs = [callbacks.AdversarialCallback(attack=_attack(), eps_schedule=args.warmup, lambdas=(0.0, 1.0),
+        cbs = [callbacks.AdversarialCallback(attack=_attack(), eps_schedule=args.warmup, tradeoffs=(0.0, 1.0),
                                              clean_share=0.0, seed=args.seed)]
     _fit(model, x, y, args, cbs)
     if not adversarial:
@@ -176,11 +176,11 @@ def _dense(args, x, y, adversarial):
     return model
 
 
-def _judge(model, x_test, y_test, lambdas):
+def _judge(model, x_test, y_test, tradeoffs):
     """{lam: {clean (1,000), clean_500, pgd20, autoattack, worst_case, macs, nonzero}} at each lam."""
     smart = isinstance(model, keras_smart.SmartModel)
     report = keras_smart.evaluate_tradeoff(
-        model, (x_test, y_test), lambdas=list(lambdas) if smart else None, attacks=("pgd20", "autoattack"),
+        model, (x_test, y_test), tradeoffs=list(tradeoffs) if smart else None, attacks=("pgd20", "autoattack"),
         eps=EPS, max_examples=EVAL_EXAMPLES, progress=False,
     )
     out = {}
@@ -196,8 +196,8 @@ def _judge(model, x_test, y_test, lambdas):
     return out, list(report.warnings)
 
 
-def _record(results, name, model, seconds, x_test, y_test, lambdas=(0.0, 1.0), **extra):
-    judged, warnings = _judge(model, x_test, y_test, lambdas)
+def _record(results, name, model, seconds, x_test, y_test, tradeoffs=(0.0, 1.0), **extra):
+    judged, warnings = _judge(model, x_test, y_test, tradeoffs)
     entry = {"train_seconds": round(seconds, 1), "rows": judged, "warnings": warnings, **extra}
     if isinstance(model, keras_smart.SmartModel):
         counts = keras_smart.count_nonzero(model)
@@ -225,9 +225,9 @@ def main(args):
         masks = keras_smart.get_masks(smart)
         if not args.no_baselines:
             model, seconds = _timed(_through_mask, args, masks, 1, x, y)
-            _record(results, f"pgd_at_mask_{tag}", model, seconds, x_test, y_test, lambdas=(1.0,))
+            _record(results, f"pgd_at_mask_{tag}", model, seconds, x_test, y_test, tradeoffs=(1.0,))
             model, seconds = _timed(_through_mask, args, masks, 0, x, y)
-            _record(results, f"plain_mask_{tag}", model, seconds, x_test, y_test, lambdas=(0.0,))
+            _record(results, f"plain_mask_{tag}", model, seconds, x_test, y_test, tradeoffs=(0.0,))
         if (d_clean, d_adv) == args.grid[0]:
             default_masks = masks
     density = args.grid[0]
@@ -244,13 +244,13 @@ def main(args):
         "blend": dict(mode="blend", recipe=OAT_RECIPE),
         "noise": dict(mode="noise", recipe=OAT_RECIPE),
         "oat_recipe": dict(recipe=OAT_RECIPE),
-        "adv_heavy": dict(recipe={"lambdas": (0.0, 1.0), "clean_share": 0.25}),
+        "adv_heavy": dict(recipe={"tradeoffs": (0.0, 1.0), "clean_share": 0.25}),
         "adv_shared": dict(shared_weights="adversarial"),
-        "all_adversarial": dict(recipe={"lambdas": (0.0, 1.0), "clean_share": 0.0}),
+        "all_adversarial": dict(recipe={"tradeoffs": (0.0, 1.0), "clean_share": 0.0}),
         "rewind": dict(rewind=True),
-        "rewind_adv_heavy": dict(rewind=True, recipe={"lambdas": (0.0, 1.0), "clean_share": 0.25}),
+        "rewind_adv_heavy": dict(rewind=True, recipe={"tradeoffs": (0.0, 1.0), "clean_share": 0.25}),
         "attack_bn_train": dict(bn_mode="train"),
-        "adv_shared_heavy": dict(shared_weights="adversarial", recipe={"lambdas": (0.0, 1.0), "clean_share": 0.25}),
+        "adv_shared_heavy": dict(shared_weights="adversarial", recipe={"tradeoffs": (0.0, 1.0), "clean_share": 0.25}),
         "masks_at_start": dict(warmup_epochs=0),
         "no_recalibration": dict(recalibrate=False),
     }
@@ -260,7 +260,7 @@ def main(args):
             _record(results, f"smart_{tag}_{extra}", model, seconds, x_test, y_test, density=list(density))
             if extra == "trades":
                 model, seconds = _timed(_through_mask, args, keras_smart.get_masks(model), 1, x, y, loss="trades")
-                _record(results, f"pgd_at_mask_{tag}_trades", model, seconds, x_test, y_test, lambdas=(1.0,))
+                _record(results, f"pgd_at_mask_{tag}_trades", model, seconds, x_test, y_test, tradeoffs=(1.0,))
         elif extra == "loop_pgd_at_mask":
             if default_masks is None:
                 raise SystemExit("loop_pgd_at_mask needs the default point's SMART model: drop --extras_only")
@@ -270,7 +270,7 @@ def main(args):
             for adversarial in (False, True):
                 model, seconds = _timed(_dense, args, x, y, adversarial)
                 name = "dense_pgd_at" if adversarial else "dense_standard"
-                _record(results, name, model, seconds, x_test, y_test, lambdas=(1.0 if adversarial else 0.0,))
+                _record(results, name, model, seconds, x_test, y_test, tradeoffs=(1.0 if adversarial else 0.0,))
     report = {
         "settings": {
             "data": "keras_smart.data.digits: 4,000 train / 1,000 test real MNIST digits",
@@ -278,8 +278,8 @@ def main(args):
             "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": f"Adam({args.learning_rate})",
             "train_attack": f"PGD-7 L-inf eps {EPS} random start, eps warm-up {args.warmup} epochs",
             "smart_recipe": f"{args.mode} mode, "
-                            + ("lambdas (0, 1), clean share " + str(args.clean_share) if args.mode == "switch"
-                               else "OAT's lambdas and 1/6 clean share")
+                            + ("tradeoffs (0, 1), clean share " + str(args.clean_share) if args.mode == "switch"
+                               else "OAT's tradeoffs and 1/6 clean share")
                             + f", snip {args.allocation} masks after 1 dense epoch"
                             + (f", min_density {args.min_density}" if args.min_density else ""),
             "judge": f"full AutoAttack (APGD-CE, APGD-T, Square) and PGD-20 on the first {EVAL_EXAMPLES} test "
@@ -303,11 +303,11 @@ if __name__ == "__main__":
     parser.add_argument("--extras", default="", help="comma-separated, from: " + ",".join(EXTRAS))
     parser.add_argument("--no_baselines", action="store_true", help="skip the same-mask dedicated models")
     parser.add_argument("--extras_only", action="store_true", help="train only the --extras (at the first point)")
-    parser.add_argument("--clean_share", type=float, default=0.5, help="lam = 0 share of each batch (lambdas 0, 1)")
+    parser.add_argument("--clean_share", type=float, default=0.5, help="lam = 0 share of each batch (tradeoffs 0, 1)")
     parser.add_argument("--min_density", type=float, default=0.0, help="design_masks' per-kernel floor (0: none)")
     parser.add_argument("--allocation", default="global", choices=["global", "layer"], help="design_masks' allocation")
     parser.add_argument("--mode", default="switch", choices=["switch", "blend", "noise"],
-                        help="SMART's trade-off mode (blend and noise train with OAT's lambdas)")
+                        help="SMART's trade-off mode (blend and noise train with OAT's tradeoffs)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3, help="eps warm-up epochs")
     parser.add_argument("--batch_size", type=int, default=64)

@@ -10,7 +10,7 @@ frontier.png into --out_dir and prints one JSON object. Not a test.
 Run:
   python benchmarks/tradeoff_frontier.py --runs standard,pgd_at,smart_switch_snip_global \\
       --save standard,pgd_at,smart_switch_snip_global --save_dir runs
-  python benchmarks/robust_frontier.py --model runs/smart_switch_snip_global.keras --lambdas 0,1 \\
+  python benchmarks/robust_frontier.py --model runs/smart_switch_snip_global.keras --tradeoffs 0,1 \\
       --baseline standard=runs/standard.keras --baseline pgd_at=runs/pgd_at.keras --out_dir runs/eval
 """
 
@@ -68,8 +68,8 @@ def main(args):
         with open(args.model) as f:
             report = evaluation.TradeoffReport.from_json(f.read())
     else:
-        lambdas = tuple(float(l) for l in args.lambdas.split(","))
-        report = evaluation.evaluate_tradeoff(_load(args.model), (x, y), lambdas=lambdas, **shared)
+        tradeoffs = tuple(float(l) for l in args.tradeoffs.split(","))
+        report = evaluation.evaluate_tradeoff(_load(args.model), (x, y), tradeoffs=tradeoffs, **shared)
     seconds = round(time.perf_counter() - started, 1)
     with open(os.path.join(args.out_dir, "report.json"), "w") as f:
         f.write(report.to_json())
@@ -102,7 +102,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--out_dir", default="robust_frontier")
     parser.add_argument("--attacks", default="fgsm,pgd20,autoattack")
-    parser.add_argument("--lambdas", default="0,0.2,0.4,0.6,0.8,1", help="trade-offs of the SmartModel")
+    parser.add_argument("--tradeoffs", default="0,0.2,0.4,0.6,0.8,1", help="trade-offs of the SmartModel")
     parser.add_argument("--eps", type=float, default=0.3)
     parser.add_argument("--examples", type=int, default=0, help="0: all 1,000 test digits")
     parser.add_argument("--apgd_steps", type=int, default=100)

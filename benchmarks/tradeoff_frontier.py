@@ -4,7 +4,7 @@ Trains, on the same backbone (`keras_smart.backbones.digits_cnn`), data (the
 4,000 training digits), optimizer and epochs:
 - two dedicated models: standard training, and PGD-AT (adversarial loss only,
   the robust end of the frontier);
-- once-for-all models (`AdversarialCallback`, OAT's lambdas and clean quota):
+- once-for-all models (`AdversarialCallback`, OAT's tradeoffs and clean quota):
   SMART in each trade-off mode and with each mask score, FLOAT and OAT.
 SMART's masks are designed by `MaskUpdate` after a one-epoch dense warm-up.
 Then judges each model's two ends (lam = 0 and 1; a plain model once) by the
@@ -38,21 +38,23 @@ from keras_smart import attacks
 from keras_smart import backbones
 from keras_smart import callbacks
 
+import pgd_at  # benchmarks/pgd_at.py: the hand-written PGD-AT baseline
+
 keras = _compat.keras
 
 EPS = 0.3
-LAMBDAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+TRADEOFFS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TRAIN_ATTACK = keras_smart.AttackConfig(eps=EPS, steps=7)
 EVAL_ATTACK = keras_smart.AttackConfig(eps=EPS, steps=20)
 
-OAT_RECIPE = {"lambdas": keras_smart.config.OAT_LAMBDAS, "clean_share": 1 / 6}
-TWO_PATHS = {"lambdas": (0.0, 1.0), "clean_share": 0.5}  # switch mode has two paths: train each on its own loss
-ADV_HEAVY = {"lambdas": (0.0, 1.0), "clean_share": 0.25}  # three quarters of each batch on the adversarial path
+OAT_RECIPE = {"tradeoffs": keras_smart.config.OAT_TRADEOFFS, "clean_share": 1 / 6}
+TWO_PATHS = {"tradeoffs": (0.0, 1.0), "clean_share": 0.5}  # switch mode has two paths: train each on its own loss
+ADV_HEAVY = {"tradeoffs": (0.0, 1.0), "clean_share": 0.25}  # three quarters of each batch on the adversarial path
 
 # The run the targets read: the best of the runs below by PGD-20 (issue 3). The CLI's and demo's
 # recipe now comes from benchmarks/density_grid.py (per-path densities, judged by AutoAttack).
 DEFAULT_SMART = "smart_switch_snip_global"
-# name -> (method, convert options, mask score or None, AdversarialCallback lambdas and clean share[,
+# name -> (method, convert options, mask score or None, AdversarialCallback tradeoffs and clean share[,
 #          MaskUpdate options])
 RUNS = {
     "standard": None,
@@ -75,32 +77,6 @@ RUNS = {
     "float": ("float", {}, None, OAT_RECIPE),
     "oat": ("oat", {}, None, OAT_RECIPE),
 }
-
-
-class PGDATModel(keras.Model):
-    """A plain model trained on (1 - lam) * CE(x) + lam * CE(x_adv) at one fixed lam (PGD-AT at lam = 1)."""
-
-    def __init__(self, inputs, outputs, attack, lam=1.0, **kwargs):
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.attack, self.lam = attack, lam
-        self.eps = tf.Variable(attack.eps, trainable=False)  # a warm-up assigns it; the traced step reads it
-
-    def train_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x_adv = attacks.run(self.attack, lambda t: self(t, training=False), x, y, eps=self.eps)
-        batch = tf.shape(x)[0]
-        with tf.GradientTape() as tape:
-            rows, targets, weights = [self(x_adv, training=True)], [y], [tf.fill([batch], self.lam)]
-            if self.lam < 1.0:
-                rows.append(self(x, training=True))
-                targets.append(y)
-                weights.append(tf.fill([batch], 1.0 - self.lam))
-            preds = tf.concat(rows, 0)
-            loss = _compat.training_loss(
-                self, x, tf.concat(targets, 0), preds, tf.concat(weights, 0) * float(len(rows)), batch
-            )
-        _compat.apply_gradients(self, tape, loss)
-        return self.compute_metrics(x, y, rows[0], None)
 
 
 def _compile(model, learning_rate):
@@ -133,7 +109,7 @@ def _train(name, args, x, y):
         model.fit(**fit)
         return model
     if name == "pgd_at":
-        model = _compile(PGDATModel(base.inputs, base.outputs, TRAIN_ATTACK), args.learning_rate)
+        model = _compile(pgd_at.PGDATModel(base.inputs, base.outputs, TRAIN_ATTACK), args.learning_rate)
         warm_up = keras.callbacks.LambdaCallback(
             on_epoch_begin=lambda epoch, logs: model.eps.assign(EPS * min(1.0, (epoch + 1) / args.warmup))
         )
@@ -157,7 +133,7 @@ def _judge(model, x, y, examples):
     """{"lam": {"clean", "pgd20", "autoattack", "worst_case"}} at the ends, by the full AutoAttack."""
     smart = isinstance(model, keras_smart.SmartModel)
     report = keras_smart.evaluate_tradeoff(
-        model, (x, y), lambdas=(0.0, 1.0) if smart else None, attacks=("pgd20", "autoattack"), eps=EPS,
+        model, (x, y), tradeoffs=(0.0, 1.0) if smart else None, attacks=("pgd20", "autoattack"), eps=EPS,
         max_examples=examples, progress=False,
     )
     if smart:
@@ -171,7 +147,7 @@ def _frontier(model, x, y):
         clean, robust = _accuracy(model, x, y, EVAL_ATTACK)
         return [{"tradeoff": None, "clean": clean, EVAL_ATTACK.name: robust}]
     rows = []
-    for lam in LAMBDAS:
+    for lam in TRADEOFFS:
         keras_smart.set_tradeoff(model, lam)
         clean, robust = _accuracy(model, x, y, EVAL_ATTACK)
         rows.append({"tradeoff": lam, "clean": clean, EVAL_ATTACK.name: robust})
