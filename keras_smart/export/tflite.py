@@ -57,7 +57,8 @@ def to_tflite(
         `representative_data`, else 32 uniform random inputs in [0, 1).
       check_tradeoffs: the trade-offs a runtime-trade-off file is checked at
         (and, for int8, calibrated at).
-      atol: the largest max abs difference a float file may show (default 1e-4).
+      atol: the largest max abs difference a float file may show (default 1e-4), in units of
+        the largest Keras output magnitude when that exceeds 1 (round-off grows with the logits).
       min_agreement: the smallest top-1 agreement a quantized file may show
         (default 0.98).
       int8_io: with quantize="int8", make the inputs and outputs int8 too

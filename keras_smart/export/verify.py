@@ -122,14 +122,18 @@ def _load(path):
 
 
 def _compare(model, runner, check, tradeoffs, options):
-    """(max abs difference, top-1 agreement) of the file against Keras over `check` at each trade-off."""
+    """(max abs difference, top-1 agreement) of the file against Keras over `check` at each trade-off.
+
+    The difference is in units of the largest Keras output magnitude when that exceeds 1: float32
+    round-off grows with the size of the logits, so large logits are compared relatively."""
     max_diff, agree, total = 0.0, 0, 0
     for tradeoff in tradeoffs:
         got = _litert_outputs(runner, check, tradeoff if options.runtime_tradeoff else None)
         expected = _keras_outputs(model, check, tradeoff, options.smart)
         if got.shape != expected.shape:
             raise ExportError(f"LiteRT output shape {got.shape} differs from Keras' {expected.shape}.")
-        max_diff = max(max_diff, float(np.max(np.abs(got - expected))) if got.size else 0.0)
+        scale = max(1.0, float(np.max(np.abs(expected)))) if got.size else 1.0
+        max_diff = max(max_diff, float(np.max(np.abs(got - expected))) / scale if got.size else 0.0)
         agree += int(np.sum(np.argmax(got, -1) == np.argmax(expected, -1)))
         total += int(np.prod(got.shape[:-1]))
     return max_diff, agree / max(total, 1)
