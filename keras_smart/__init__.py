@@ -6,6 +6,7 @@ from keras_smart import backbones
 from keras_smart import callbacks
 from keras_smart import data
 from keras_smart import evaluation
+from keras_smart import exits
 from keras_smart import export
 from keras_smart import layers
 from keras_smart import pruning
@@ -56,6 +57,7 @@ __all__ = [
     "design_masks",
     "evaluate_tradeoff",
     "evaluation",
+    "exits",
     "export",
     "get_masks",
     "get_tradeoff",

@@ -52,6 +52,7 @@ __all__ = [
     "build_attention_projections",
     "custom_object_scope",
     "flatten_layers",
+    "graph_nodes",
     "is_builtin_layer_class",
     "is_functional",
     "is_sequential",
@@ -146,6 +147,23 @@ def is_functional(model):
 def flatten_layers(model):
     """All layers reachable from `model`, nested models and wrappers included, excluding itself."""
     return list(model._flatten_layers(include_self=False, recursive=True))  # pylint: disable=protected-access
+
+
+def graph_nodes(model):
+    """The calls a Functional `model` is made of, inputs first: (layer, input tensors, output tensors) each.
+
+    Its own graph only (a nested model is one call); tensors are flat lists, each
+    `keras.Input` is a call with no inputs. The order is topological.
+    """
+    rows = []
+    by_depth = model._nodes_by_depth  # pylint: disable=protected-access
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            if IS_LEGACY:
+                rows.append((node.layer, list(node.keras_inputs), tf.nest.flatten(node.outputs)))
+            else:
+                rows.append((node.operation, list(node.input_tensors), list(node.outputs)))
+    return rows
 
 
 def weight_name(variable):

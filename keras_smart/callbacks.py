@@ -4,10 +4,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_smart import _compat
-from keras_smart import attacks
 from keras_smart import config as config_lib
 from keras_smart import labels as labels_lib
 from keras_smart import masks
+from keras_smart import multi_exit_training
 from keras_smart import training
 from keras_smart import validation
 
@@ -47,6 +47,12 @@ class AdversarialCallback(keras.callbacks.Callback):
       recalibration_batches: how many training batches it uses (int >= 1).
       shared_weights: "both" (default) or "adversarial": which loss trains the
         weights both SMART masks keep (see `AdversarialConfig`).
+      exit_attack: for a multi-exit model, the attack that makes x_adv:
+        "max_average" (default), "average" or "single" (see `AdversarialConfig`);
+        it also makes the recalibration's and `evaluate`'s adversarial examples
+        (`evaluate` then logs the final exit's accuracies). One-output models
+        ignore it.
+      exit_index: the exit "single" attacks (default -1: the final exit).
 
     Example:
       >>> smart.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -73,6 +79,8 @@ class AdversarialCallback(keras.callbacks.Callback):
         recalibrate=True,
         recalibration_batches=16,
         shared_weights="both",
+        exit_attack="max_average",
+        exit_index=-1,
         lambdas=validation.UNSET,
     ):
         super().__init__()
@@ -88,6 +96,8 @@ class AdversarialCallback(keras.callbacks.Callback):
             loss=loss,
             beta=beta,
             shared_weights=shared_weights,
+            exit_attack=exit_attack,
+            exit_index=exit_index,
         )
         self.recalibrate = validation.check_bool(recalibrate, "recalibrate")
         self.recalibration_batches = validation.check_int(recalibration_batches, "recalibration_batches", minimum=1)
@@ -131,6 +141,8 @@ class AdversarialCallback(keras.callbacks.Callback):
                 tradeoffs=(0.0, max(self.config.tradeoffs)),
                 attack=self.config.attack,
                 max_batches=self.recalibration_batches,
+                exit_attack=self.config.exit_attack,
+                exit_index=self.config.exit_index,
             )
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -144,7 +156,12 @@ class AdversarialCallback(keras.callbacks.Callback):
             logs["adv_eps"] = float(self.model.adversarial_eps.numpy())
         if self.evaluate is None or logs is None:
             return
-        logs.update(tradeoff_accuracies(self.model, *self.evaluate, self.evaluate_tradeoffs, self.evaluate_attack))
+        logs.update(
+            tradeoff_accuracies(
+                self.model, *self.evaluate, self.evaluate_tradeoffs, self.evaluate_attack,
+                exit_attack=self.config.exit_attack, exit_index=self.config.exit_index,
+            )
+        )
 
     def on_train_end(self, logs=None):
         self.model.disable_adversarial()
@@ -246,8 +263,12 @@ class MaskUpdate(keras.callbacks.Callback):
         self.designs.append(epoch)
 
 
-def tradeoff_accuracies(model, x, y, tradeoffs, attack, batch_size=256):
+def tradeoff_accuracies(model, x, y, tradeoffs, attack, batch_size=256, *, exit_attack="max_average", exit_index=-1):
     """{"clean_acc@lam": ..., "<attack>_acc@lam": ...} of `model` on arrays (x, y) at each lam.
+
+    For a multi-exit model (several outputs) the accuracies are the final
+    exit's, under the multi-exit attack `exit_attack` (`exit_index` for
+    "single"; see `keras_smart.AdversarialConfig`).
 
     `y` holds integer class ids [N] or [N, 1], or one-hot / soft rows [N, classes]
     (read by `keras_smart.labels.class_ids`, which refuses malformed labels up front).
@@ -263,10 +284,15 @@ def tradeoff_accuracies(model, x, y, tradeoffs, attack, batch_size=256):
     if len(labels_all) != len(x):
         raise ValueError(f"`x` holds {len(x)} examples but `y` holds {len(labels_all)} labels.")
     previous = float(model.tradeoff_variable.numpy())
+    exits = multi_exit_training.output_count(model)
     attack_fn = tf.function(
-        lambda xb, yb: attacks.run(attack, lambda t: model(t, training=False), xb, yb), reduce_retracing=True
+        lambda xb, yb: multi_exit_training.run_attack(
+            attack, lambda t: model(t, training=False), xb, yb, exits=exits, exit_attack=exit_attack,
+            exit_index=exit_index,
+        ),
+        reduce_retracing=True,
     )
-    predict = tf.function(lambda xb: model(xb, training=False), reduce_retracing=True)
+    predict = tf.function(lambda xb: tf.nest.flatten(model(xb, training=False))[-1], reduce_retracing=True)
     results = {}
     try:
         for lam in tradeoffs:

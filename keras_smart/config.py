@@ -96,6 +96,23 @@ class StepSchedule(str, enum.Enum):
     APGD = "apgd"
 
 
+class ExitAttack(str, enum.Enum):
+    """Which exits an attack on a multi-exit network (RDI-Nets) targets.
+
+    single:      one exit's cross-entropy (`exit_index`).
+    average:     the mean cross-entropy over the exits.
+    max_average: one PGD per exit (single mode), then per example the
+                 candidate with the largest summed cross-entropy over all exits.
+    adaptive:    at every step, the exit a routing rule picks for the current
+                 input (attacks only; training cannot route).
+    """
+
+    SINGLE = "single"
+    AVERAGE = "average"
+    MAX_AVERAGE = "max_average"
+    ADAPTIVE = "adaptive"
+
+
 class BatchNormMode(str, enum.Enum):
     """Batch-norm during attack generation: moving statistics (default) or batch statistics.
 
@@ -296,6 +313,19 @@ class AdversarialConfig:
         keep: "both" (default: every path's loss, as in OAT) or "adversarial"
         (the lam > 0 loss alone; the clean path then trains only the weights
         its mask keeps alone, and its batch-norm). Other methods ignore it.
+      exit_attack: for a multi-exit model (several outputs: the exits' logits,
+        earliest first, the final one last), which exits the training attack
+        targets: "max_average" (default, RDI-Nets'), "average" or "single"
+        (see `ExitAttack`; "adaptive" needs a routing rule and is refused).
+        Each exit then trains on the objective, summed over the exits.
+        Single-output models ignore it (and `exit_index`).
+      exit_index: the exit "single" attacks (Python indexing over the outputs;
+        default -1, the final exit); must stay -1 for the other modes.
+
+    Example:
+      >>> config = AdversarialConfig(exit_attack="single", exit_index=0)
+      >>> config.exit_attack.value, config.exit_index
+      ('single', 0)
     """
 
     attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
@@ -306,6 +336,8 @@ class AdversarialConfig:
     loss: AdversarialLoss = AdversarialLoss.OAT
     beta: float = None
     shared_weights: str = "both"
+    exit_attack: ExitAttack = ExitAttack.MAX_AVERAGE
+    exit_index: int = -1
     lambdas: dataclasses.InitVar[tuple] = validation.UNSET
 
     def __post_init__(self, lambdas):
@@ -344,6 +376,23 @@ class AdversarialConfig:
         object.__setattr__(self, "sampling", coerce_enum(Sampling, self.sampling, "sampling"))
         object.__setattr__(self, "clean_share", validation.check_real(self.clean_share, "clean_share", low=0.0, high=1.0))
         object.__setattr__(self, "seed", validation.check_seed(self.seed))
+        self._check_exit_attack()
+
+    def _check_exit_attack(self):
+        exit_attack = coerce_enum(ExitAttack, self.exit_attack, "exit_attack")
+        if exit_attack == ExitAttack.ADAPTIVE:
+            raise ValueError(
+                "`exit_attack` must be 'max_average', 'average' or 'single' for training: 'adaptive' attacks the "
+                "exit a routing rule picks, which training has none of (use it in evaluation, with "
+                "keras_smart.attacks.multi_exit_pgd). Received: exit_attack='adaptive'"
+            )
+        object.__setattr__(self, "exit_attack", exit_attack)
+        object.__setattr__(self, "exit_index", validation.check_int(self.exit_index, "exit_index"))
+        if exit_attack != ExitAttack.SINGLE and self.exit_index != -1:
+            raise ValueError(
+                "`exit_index` picks the exit of exit_attack='single'; leave it at -1 for "
+                f"exit_attack={exit_attack.value!r}. Received: exit_index={self.exit_index}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

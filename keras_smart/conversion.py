@@ -173,6 +173,26 @@ def get_tradeoff(model):
     return float(_smart_model(model, "get_tradeoff").tradeoff_variable.numpy())
 
 
+def clone(model):
+    """A copy of a Functional or Sequential model (a SmartModel stays one), rebuilt from its config.
+
+    The same rebuild and by-name weight copy as `convert`, with no layer
+    swapped: a Sequential comes back as a Functional model, a SmartModel with
+    its own trade-off variable holding the same value. `model` is not modified.
+
+    Example:
+      >>> twin = keras_smart.conversion.clone(smart)
+      >>> twin is smart, type(twin).__name__, np.allclose(twin(x[:2]), smart(x[:2]))
+      (False, 'SmartModel', True)
+    """
+    model_class = training.SmartModel if isinstance(model, training.SmartModel) else keras.Model
+    twin = _rebuild(model, lambda layer, entry: entry, model_class)
+    _copy_weights(model, twin, lambda source, target: target.set_weights(source.get_weights()))
+    if isinstance(twin, training.SmartModel):
+        twin.tradeoff_variable.assign(model.tradeoff_variable)
+    return twin
+
+
 # --- helpers --------------------------------------------------------------------------------------
 
 

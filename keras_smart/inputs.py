@@ -1,4 +1,4 @@
-"""What users pass as data, made uniform: (x, y) batches, in-memory arrays, and the one-input/one-output check.
+"""What users pass as data, made uniform: (x, y) batches, in-memory arrays, and the input/output checks.
 
 Every module that takes user data (evaluation, export, mask design,
 recalibration, the CLI) reads it through these functions, so every one accepts
@@ -138,22 +138,54 @@ def _as_float_array(data, arg_name):
         ) from None
 
 
+def _io(model):
+    """(inputs, outputs) of `model`, each None when unknown (a subclassed model never called)."""
+    found = []
+    for kind in ("inputs", "outputs"):
+        try:
+            found.append(getattr(model, kind))
+        except (AttributeError, ValueError):
+            found.append(None)
+    return found
+
+
 def check_single_io(model, caller):
     """Raises ValueError unless `model` has one input and one output (the logits).
 
     `caller` names what needs it, e.g. "`evaluate_tradeoff`". A subclassed model
     that was never called has no known inputs and passes.
     """
-    counts = []
-    for kind in ("inputs", "outputs"):
-        try:
-            tensors = getattr(model, kind)
-        except (AttributeError, ValueError):
-            tensors = None
-        counts.append(None if tensors is None else len(tensors))
+    counts = [None if tensors is None else len(tensors) for tensors in _io(model)]
     if any(n is not None and n != 1 for n in counts):
         raise ValueError(
             f"{caller} needs a model with one input and one output (the logits); '{model.name}' has "
             f"{counts[0]} input(s) and {counts[1]} output(s). Wrap the classifier in a single-input, "
             "single-output keras.Model."
         )
+
+
+def check_exits_io(model, caller):
+    """Raises ValueError unless `model` has one input and one output, or several outputs of one shape.
+
+    Several outputs of one shape are a multi-exit model's exits (logits over
+    the same classes). A subclassed model that was never called passes.
+
+    Returns:
+      The number of outputs (1 when unknown).
+
+    Example:
+      >>> inputs = keras.Input((4,))
+      >>> check_exits_io(keras.Model(inputs, [keras.layers.Dense(3)(inputs), keras.layers.Dense(3)(inputs)]), "Training")
+      2
+    """
+    inputs, outputs = _io(model)
+    shapes = [tuple(t.shape) for t in outputs or ()]
+    count = None if inputs is None else len(inputs)
+    if count not in (None, 1) or len(set(shapes)) > 1:
+        raise ValueError(
+            f"{caller} needs a model with one input and one output (the logits), or several outputs of one shape "
+            f"(the exits' logits of a multi-exit model); '{model.name}' has {count} input(s) and "
+            f"{len(shapes)} output(s) of shapes {shapes}. Wrap the classifier in a single-input keras.Model whose "
+            "outputs are logits over the same classes."
+        )
+    return max(len(shapes), 1)

@@ -1,4 +1,4 @@
-"""The once-for-all objectives: how each example's clean and adversarial terms are weighted, and TRADES' KL."""
+"""The once-for-all objectives: how each example's clean and adversarial terms are weighted, and TRADES' KL (per exit, summed)."""
 
 import tensorflow as tf
 
@@ -42,3 +42,17 @@ def kl_divergence(logits_p, logits_q):
     log_p = tf.nn.log_softmax(tf.cast(logits_p, tf.float32))
     log_q = tf.nn.log_softmax(tf.cast(logits_q, tf.float32))
     return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def summed_kl_divergence(logits_p, logits_q):
+    """Per-example KL(softmax(p) || softmax(q)) summed over a multi-exit model's exits (lists of logits, one per exit).
+
+    TRADES' robust term for a multi-exit model; for one exit it is `kl_divergence`.
+
+    Example:
+      >>> p = [tf.constant([[0.0, 0.0]]), tf.constant([[2.0, 0.0]])]
+      >>> q = [tf.constant([[0.0, 0.0]]), tf.constant([[0.0, 2.0]])]
+      >>> summed_kl_divergence(p, q).numpy().round(3)
+      array([1.523], dtype=float32)
+    """
+    return tf.add_n([kl_divergence(p, q) for p, q in zip(logits_p, logits_q)])

@@ -6,9 +6,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_smart import _compat
-from keras_smart import attacks
 from keras_smart import config as config_lib
 from keras_smart import inputs
+from keras_smart import multi_exit_training as exit_training
 from keras_smart import validation
 from keras_smart.layers import base
 from keras_smart.layers import dual_batch_norm
@@ -94,7 +94,20 @@ def _check_attack(attack, model, tradeoffs):
     return attack
 
 
-def recalibrate_batchnorm(model, data, *, tradeoffs=(0.0, 1.0), attack=None, batch_size=128, max_batches=16):
+def _check_exit_attack(model, exit_attack, exit_index):
+    """(exit_attack, exit_index): as given, else the model's adversarial training's, else max_average and -1."""
+    adversarial = getattr(model, "adversarial_config", None)
+    if exit_attack is None:
+        exit_attack = adversarial.exit_attack if adversarial is not None else config_lib.ExitAttack.MAX_AVERAGE
+    if exit_index is None:
+        exit_index = adversarial.exit_index if adversarial is not None else -1
+    exit_attack = config_lib.coerce_enum(config_lib.ExitAttack, exit_attack, "exit_attack")
+    return exit_attack, validation.check_int(exit_index, "exit_index")
+
+
+def recalibrate_batchnorm(
+    model, data, *, tradeoffs=(0.0, 1.0), attack=None, batch_size=128, max_batches=16, exit_attack=None, exit_index=None
+):
     """Recomputes each path's batch-norm moving statistics exactly from a few batches; weights frozen.
 
     Once-for-all and slimmable networks' "post-statistics" step, made
@@ -126,6 +139,10 @@ def recalibrate_batchnorm(model, data, *, tradeoffs=(0.0, 1.0), attack=None, bat
         default: the model's adversarial training attack, when enabled.
       batch_size: rows per batch when `data` holds arrays.
       max_batches: the most batches used.
+      exit_attack, exit_index: for a multi-exit model (several outputs), the
+        multi-exit attack that makes the adversarial examples (see
+        `AdversarialConfig`); default: the model's adversarial training's when
+        enabled, else "max_average". One-output models ignore them.
 
     Returns:
       {trade-off: the number of examples its statistics came from}.
@@ -141,6 +158,8 @@ def recalibrate_batchnorm(model, data, *, tradeoffs=(0.0, 1.0), attack=None, bat
     layers = _dual_batch_norm_layers(model)
     tradeoffs = _check_tradeoffs(tradeoffs)
     attack = _check_attack(attack, model, tradeoffs)
+    exit_attack, exit_index = _check_exit_attack(model, exit_attack, exit_index)
+    exits = exit_training.output_count(model)
     validation.check_int(batch_size, "batch_size", minimum=1)
     validation.check_int(max_batches, "max_batches", minimum=1)
     batches = inputs.take_batches(data, batch_size, max_batches, "batch-norm recalibration")
@@ -154,7 +173,9 @@ def recalibrate_batchnorm(model, data, *, tradeoffs=(0.0, 1.0), attack=None, bat
     def collect(x, y, lam):
         with base.tradeoff_override(lam):
             if lam > 0.0:
-                x = attacks.run(attack, attack_model, x, y)
+                x = exit_training.run_attack(
+                    attack, attack_model, x, y, exits=exits, exit_attack=exit_attack, exit_index=exit_index
+                )
             with base.collecting_statistics(collector):
                 model(x, training=False)
 
@@ -176,7 +197,7 @@ def recalibrate_batchnorm(model, data, *, tradeoffs=(0.0, 1.0), attack=None, bat
     return examples
 
 
-def after_fit(model, fit_args, fit_kwargs, *, tradeoffs, attack, max_batches):
+def after_fit(model, fit_args, fit_kwargs, *, tradeoffs, attack, max_batches, exit_attack=None, exit_index=None):
     """Recalibrates on the data `fit(*fit_args, **fit_kwargs)` trained on, or warns when it cannot be re-read.
 
     Arrays give a reproducible random sample of `max_batches` batches (of
@@ -191,6 +212,8 @@ def after_fit(model, fit_args, fit_kwargs, *, tradeoffs, attack, max_batches):
     named = dict(zip(("x", "y", "batch_size"), fit_args))
     named.update({k: fit_kwargs[k] for k in ("x", "y", "batch_size") if k in fit_kwargs})
     x, y = named.get("x"), named.get("y")
+    if isinstance(y, (list, tuple)) and y and all(isinstance(t, (np.ndarray, tf.Tensor)) for t in y):
+        y = y[-1]  # one label array per output (multi-exit): the final exit's
     batch_size = named.get("batch_size") or 32
     if isinstance(x, tf.data.Dataset):
         data = x
@@ -208,5 +231,6 @@ def after_fit(model, fit_args, fit_kwargs, *, tradeoffs, attack, max_batches):
         )
         return None
     return recalibrate_batchnorm(
-        model, data, tradeoffs=tradeoffs, attack=attack, batch_size=batch_size, max_batches=max_batches
+        model, data, tradeoffs=tradeoffs, attack=attack, batch_size=batch_size, max_batches=max_batches,
+        exit_attack=exit_attack, exit_index=exit_index,
     )

@@ -21,6 +21,14 @@ Once-for-all adversarial training (OAT's recipe, for every method) lives in
    counted once); compiled metrics see the clean predictions; "adv_accuracy"
    the adversarial ones.
 
+A multi-exit model (several outputs: the exits' logits, earliest first, the
+final one last) trains every exit on the same objective, summed over the exits
+(RDI-Nets: the sum over exits of 1/2 CE(x) + 1/2 CE(x_adv) is "oat" at lam =
+0.5); x_adv comes from the `AdversarialConfig.exit_attack` attack
+("max_average" by default). TRADES' KL is summed over the exits, and so is the
+KL its attack ascends. One label array serves every exit (see
+`keras_smart.multi_exit_training`); "adv_accuracy" is the final exit's.
+
 After an adversarial `fit`, `recalibrate_batchnorm` recomputes each path's
 statistics exactly (the `AdversarialCallback` runs it by default).
 """
@@ -28,11 +36,10 @@ statistics exactly (the `AdversarialCallback` runs it by default).
 import tensorflow as tf
 
 from keras_smart import _compat
-from keras_smart import attacks
 from keras_smart import config as config_lib
-from keras_smart import inputs as inputs_lib
 from keras_smart import labels as labels_lib
 from keras_smart import losses
+from keras_smart import multi_exit_training as exit_training
 from keras_smart import recalibration
 from keras_smart.attacks import common as attacks_common
 from keras_smart.layers import base
@@ -133,7 +140,7 @@ class SmartModel(keras.Model):
                 "`adversarial_config` must be a keras_smart.config.AdversarialConfig. "
                 f"Received: {type(adversarial_config).__name__}"
             )
-        inputs_lib.check_single_io(self, "Adversarial training")
+        exit_training.check_outputs(self, adversarial_config)
         attack, size = adversarial_config.attack, tf.TensorShape(self.inputs[0].shape[1:]).num_elements()
         if attack.norm == config_lib.Norm.L2 and size is not None:  # AttackConfig checked L-inf; L2 needs d
             config_lib.check_eps(attack.eps, attack.norm, attack.clip_min, attack.clip_max, size)
@@ -148,13 +155,16 @@ class SmartModel(keras.Model):
         self._adversarial.until_fit_ends = False
         self.train_function = None
 
-    def recalibrate_after_fit(self, *, tradeoffs, attack, max_batches):
+    def recalibrate_after_fit(self, *, tradeoffs, attack, max_batches, exit_attack=None, exit_index=None):
         """Makes the running `fit` end with `recalibrate_batchnorm` on its training data.
 
         `AdversarialCallback` asks for it when training starts; a `fit` that
-        raises does not recalibrate.
+        raises does not recalibrate. `exit_attack` and `exit_index` choose a
+        multi-exit model's attack (default: max_average).
         """
-        self._adversarial.recalibration = dict(tradeoffs=tradeoffs, attack=attack, max_batches=max_batches)
+        self._adversarial.recalibration = dict(
+            tradeoffs=tradeoffs, attack=attack, max_batches=max_batches, exit_attack=exit_attack, exit_index=exit_index
+        )
 
     def fit(self, *args, **kwargs):  # pylint: disable=signature-differs
         """`keras.Model.fit`, then batch-norm recalibration if a callback asked for it.
@@ -171,6 +181,14 @@ class SmartModel(keras.Model):
         if request is not None:
             recalibration.after_fit(self, args, kwargs, **request)
         return history
+
+    def compile(self, *args, **kwargs):  # pylint: disable=signature-differs
+        """`keras.Model.compile`; on several outputs, a flat list of metrics applies to each (both flavours).
+
+        See `keras_smart.multi_exit_training` for what the logs show.
+        """
+        args, kwargs = exit_training.broadcast_metrics(self, args, kwargs)
+        super().compile(*args, **kwargs)
 
     @property
     def metrics(self):
@@ -215,29 +233,58 @@ class SmartModel(keras.Model):
                 return self(inputs, training=training)
 
         if adversarial.loss != config_lib.AdversarialLoss.TRADES:
-            return attacks.run(adversarial.attack, model_fn, x, y, eps=self._adversarial.eps)
+            return self._run_attack(model_fn, x, y)
         return self._trades_attack(model_fn, x)
+
+    def _run_attack(self, model_fn, x, y):
+        """The configured attack: `attacks.run` on one output, its `exit_attack` on several."""
+        adversarial = self._adversarial.config
+        return exit_training.run_attack(
+            adversarial.attack, model_fn, x, y, exits=len(self.outputs), exit_attack=adversarial.exit_attack,
+            exit_index=adversarial.exit_index, eps=self._adversarial.eps,
+        )
 
     def _trades_attack(self, model_fn, x):
         """TRADES' x_adv: from x + 0.001 * N(0, I) (the KL's gradient is zero at x itself), ascend
         KL(f(x) || f(x_adv)), and stay in the eps-ball around x. The start is keyed by the optimizer
         step, like the lam draws."""
         attack, eps = self._adversarial.config.attack, self._adversarial.eps
-        target = tf.stop_gradient(tf.nn.softmax(tf.cast(model_fn(x), tf.float32)))
+        target = _pack([tf.stop_gradient(tf.nn.softmax(tf.cast(o, tf.float32))) for o in tf.nest.flatten(model_fn(x))])
         seed = tf.stack([tf.constant(self._adversarial.config.seed + 1, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
         start = x + tf.cast(0.001 * tf.random.stateless_normal(tf.shape(x), seed), x.dtype)
         start = attacks_common.clip(start, attack.clip_min, attack.clip_max)
-        x_adv = attacks.run(attack, model_fn, start, target, eps=eps)
+        x_adv = self._run_attack(model_fn, start, target)
         delta = attacks_common.project(x_adv - x, tf.cast(eps, x.dtype), attack.norm)
         return tf.stop_gradient(attacks_common.clip(x + delta, attack.clip_min, attack.clip_max))
+
+    if _compat.IS_LEGACY:
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+            """`keras.Model.compute_loss`; a multi-output model's single label array serves every output."""
+            return super().compute_loss(x, exit_training.conform_labels(self, y), y_pred, sample_weight)
+
+    else:
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            """`keras.Model.compute_loss`; a multi-output model's single label array serves every output."""
+            y = exit_training.conform_labels(self, y)
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """`keras.Model.compute_metrics`; a multi-output model's single label array serves every output."""
+        return super().compute_metrics(x, exit_training.conform_labels(self, y), y_pred, sample_weight)
 
     def train_step(self, data):
         if self._adversarial.config is None:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if len(self.outputs) > 1:
+            y = exit_training.labels_per_output(self, y)
         batch_size = tf.shape(x)[0]
         if sample_weight is None:
             sample_weight = tf.ones([batch_size], tf.float32)
+        if tf.nest.is_nested(sample_weight):
+            raise TypeError("Adversarial training takes one sample-weight array, for every output.")
         sample_weight = tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
         lam = self.sample_tradeoffs(batch_size)
         indices, groups = self._split_by_tradeoff(x, y, sample_weight, lam)
@@ -248,7 +295,7 @@ class SmartModel(keras.Model):
             loss = self._adversarial_loss(x, terms, batch_size)
             scaled = _compat.scale_loss(self, loss)
         _compat.apply_gradients(self, tape, scaled)
-        clean_in_order = tf.dynamic_stitch(indices, terms.clean_preds)
+        clean_in_order = _pack([tf.dynamic_stitch(indices, list(preds)) for preds in zip(*terms.clean_preds)])
         return self.compute_metrics(x, y, clean_in_order, sample_weight)
 
     def _split_by_tradeoff(self, x, y, sample_weight, lam):
@@ -266,28 +313,32 @@ class SmartModel(keras.Model):
             group_lams = [0.0, None]
         count = len(group_lams)
         indices = tf.dynamic_partition(tf.range(tf.shape(x)[0]), group_ids, count)
-        parts = [tf.dynamic_partition(value, group_ids, count) for value in (x, y, sample_weight, lam)]
+        parts = [_partition(value, group_ids, count) for value in (x, y, sample_weight, lam)]
         return indices, [(group_lam, *(part[g] for part in parts)) for g, group_lam in enumerate(group_lams)]
 
-    def _empty_output(self):
-        output = self.outputs[0]
-        return tf.zeros([0] + list(output.shape[1:]), output.dtype)
+    def _empty_outputs(self):
+        """A list of empty batches, one per output."""
+        return [tf.zeros([0] + list(output.shape[1:]), output.dtype) for output in self.outputs]
+
+    def _forward(self, x, training):
+        """The model's outputs on x, as a list (one entry per output)."""
+        return tf.nest.flatten(self(x, training=training))
 
     def _forward_group(self, x_g, y_g, lam_g, group_lam):
-        """(clean logits, adversarial logits) of one group, through the path its lam selects."""
+        """(clean logits, adversarial logits) of one group, through the path its lam selects: lists, one per output."""
         adversarial = self._adversarial.config
         with base.tradeoff_override(lam_g if group_lam is None else group_lam):
             if group_lam == 0.0:
                 if adversarial.shared_weights == "adversarial":
                     with base.holding_shared_weights():
-                        return self(x_g, training=True), self._empty_output()
-                return self(x_g, training=True), self._empty_output()
+                        return self._forward(x_g, True), self._empty_outputs()
+                return self._forward(x_g, True), self._empty_outputs()
             # A path's moving statistics come from the inputs it serves: the adversarial
             # path's from adversarial examples, not from this clean pass.
             with base.frozen_statistics():
-                clean = self(x_g, training=True)
+                clean = self._forward(x_g, True)
             x_adv = self._attack(x_g, y_g)
-            return clean, self(x_adv, training=True)
+            return clean, self._forward(x_adv, True)
 
     def _train_group(self, group, terms):
         """Forwards one group and adds its rows to the loss terms."""
@@ -297,24 +348,25 @@ class SmartModel(keras.Model):
         clean, adv = tf.cond(
             tf.size(lam_g) > 0,
             lambda: self._forward_group(x_g, y_g, lam_g, group_lam),
-            lambda: (self._empty_output(), self._empty_output()),
+            lambda: (self._empty_outputs(), self._empty_outputs()),
         )
         clean_weight, adv_weight = losses.row_weights(adversarial, lam_g)
+        targets = y_g if isinstance(y_g, list) else [y_g]
         terms.clean_preds.append(clean)
-        terms.add_rows(clean, y_g, clean_weight * w_g)
+        terms.add_rows(clean, targets, clean_weight * w_g)
         if group_lam == 0.0:
             return
-        self._update_adv_accuracy(y_g, adv, w_g)
+        self._update_adv_accuracy(targets[-1], adv[-1], w_g)  # the final exit's
         if adversarial.loss == config_lib.AdversarialLoss.TRADES:
-            terms.kl_terms.append(adv_weight * w_g * losses.kl_divergence(clean, adv))
+            terms.kl_terms.append(adv_weight * w_g * losses.summed_kl_divergence(clean, adv))
         else:
-            terms.add_rows(adv, y_g, adv_weight * w_g)
+            terms.add_rows(adv, targets, adv_weight * w_g)
 
     def _adversarial_loss(self, x, terms, batch_size):
         """The batch's loss through the compiled loss: the per-example mean of every group's objective."""
         # The compiled loss averages over every row it sees (clean and adversarial);
         # rescale so that the result is the per-example mean over the batch.
-        rows = tf.add_n([tf.shape(p)[0] for p in terms.preds])
+        rows = tf.add_n([tf.shape(p[0])[0] for p in terms.preds])
         scale = tf.cast(rows, tf.float32) / tf.cast(batch_size, tf.float32)
         extra = None
         if terms.kl_terms:
@@ -322,8 +374,8 @@ class SmartModel(keras.Model):
         return _compat.training_loss(
             self,
             x,
-            tf.concat(terms.targets, 0),
-            tf.concat(terms.preds, 0),
+            _pack([tf.concat(list(t), 0) for t in zip(*terms.targets)]),
+            _pack([tf.concat(list(p), 0) for p in zip(*terms.preds)]),
             tf.concat(terms.weights, 0) * scale,
             batch_size,
             extra_loss=extra,
@@ -335,8 +387,23 @@ class SmartModel(keras.Model):
         self._adversarial.accuracy.update_state(correct, sample_weight=weight)
 
 
+def _pack(per_output):
+    """A list with one tensor per output as the model's output structure: the tensor itself for one output."""
+    return per_output[0] if len(per_output) == 1 else list(per_output)
+
+
+def _partition(value, group_ids, count):
+    """`tf.dynamic_partition` of a tensor, or of each tensor of a list (then each group gets a list)."""
+    if isinstance(value, list):
+        return [list(group) for group in zip(*(tf.dynamic_partition(v, group_ids, count) for v in value))]
+    return tf.dynamic_partition(value, group_ids, count)
+
+
 class _LossTerms:
-    """The rows a train step feeds the compiled loss, the clean predictions, and TRADES' KL terms."""
+    """The rows a train step feeds the compiled loss, the clean predictions, and TRADES' KL terms.
+
+    Rows and predictions are lists with one tensor per output.
+    """
 
     def __init__(self):
         self.preds, self.targets, self.weights = [], [], []

@@ -1,6 +1,7 @@
 """Tiny models of every graph shape, inputs for them, and a way to make both paths differ."""
 
 import numpy as np
+import tensorflow as tf
 
 from keras_smart import _compat
 from keras_smart import layers as cl
@@ -191,3 +192,34 @@ def trained_digits_cnn(examples=1000, seed=0):
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x[:examples], y[:examples], batch_size=64, epochs=2, verbose=0)
     return model
+
+
+class Passes:
+    """Counts, in the graph, the examples that go through a model forward and the gradients taken back through it.
+
+    `count(x)` is the identity on x that counts; put it where the model reads its input.
+    """
+
+    def __init__(self):
+        self.forward = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.gradient = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def count(self, x):
+        @tf.custom_gradient
+        def counted(x):
+            self.forward.assign_add(tf.shape(x, out_type=tf.int64)[0])
+
+            def gradient(upstream):
+                self.gradient.assign_add(tf.shape(upstream, out_type=tf.int64)[0])
+                return upstream
+
+            return tf.identity(x), gradient
+
+        return counted(x)
+
+    def during(self, run):
+        """(run()'s result, forward passes, gradient passes) counted while `run` runs."""
+        self.forward.assign(0)
+        self.gradient.assign(0)
+        result = run()
+        return result, int(self.forward.numpy()), int(self.gradient.numpy())

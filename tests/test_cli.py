@@ -204,6 +204,31 @@ def test_subcommands_train_evaluate_and_export_a_run(tmp_path):
     assert missing.returncode == 2 and "train first" in missing.stderr
 
 
+@pytest.mark.slow
+def test_a_run_with_exits_calibrates_on_held_out_examples_and_exports_stages(tmp_path):
+    # One epoch: masks are designed after the first (mask_warmup=1), which multi-exit models do not support yet.
+    settings = cli.TrainSettings(**{**TINY.__dict__, "epochs": 1, "max_examples": 64, "exits": ("pool1", "pool2")})
+    run = tmp_path / "run"
+    cli.train(settings, run, verbose=0)
+    assert json.loads((run / "config.json").read_text())["exits"] == ["pool1", "pool2"]
+    with pytest.raises(ValueError, match="exporting it needs its exit policy.*--budget=0.6"):
+        cli.export(run)
+    report = cli.evaluate(run, tradeoffs=(1.0,), attacks=("fgsm",), max_examples=16, budget=0.6, progress=False,
+                          attack_options={"square": {"queries": 10}})
+    assert report.settings["exit_calibration"] == {
+        "split": "test", "examples": [500, 1000], "evaluated": [0, 16], "budget": 0.6, "tradeoff": 1.0
+    }
+    policy = keras_smart.exits.ExitPolicy.from_json((run / "policy.json").read_text())
+    assert policy.budget == 0.6 and policy.exits == ("pool1", "pool2") and policy.tradeoff == 1.0
+    metadata = cli.export(run, tradeoffs=(1.0,))
+    assert metadata["staged"]["pipelines"][0]["thresholds"] == list(policy.thresholds)
+    assert sorted(p.name for p in (run / "bundle").glob("*.tflite")) == [
+        "tradeoff_100.tflite", "tradeoff_100_stage1.tflite", "tradeoff_100_stage2.tflite", "tradeoff_100_stage3.tflite"
+    ]
+    with pytest.raises(ValueError, match="`budget` must be"):
+        cli.evaluate(run, budget=1.5)  # refused before any work
+
+
 def test_demo_trains_evaluates_and_exports_on_a_tiny_budget(tmp_path, capsys):
     report, bundle = cli.demo(
         tmp_path / "demo", epochs=1, max_examples=128, eval_examples=32, attacks=("fgsm", "pgd20"),

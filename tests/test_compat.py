@@ -92,6 +92,10 @@ def test_private_keras_attributes_it_reads_still_exist():
     projections = _compat.attention_projections(attention)
     assert set(projections) >= {"query", "key", "value", "attention_output"}
     assert all(isinstance(p, keras.layers.EinsumDense) for p in projections.values())
+    nodes = _compat.graph_nodes(model)  # the staged export cuts graphs with it: inputs first, each call once
+    assert [layer.name for layer, _, _ in nodes][1:] == ["double", "mha"]
+    _, mha_inputs, mha_outputs = nodes[-1]
+    assert [t.shape[1:] for t in mha_inputs][:1] == [(3, 4)] and mha_outputs[0] is model.outputs[0]
 
 
 def test_weight_name_is_the_short_name_in_both_flavours():

@@ -263,34 +263,6 @@ def test_weak_pgd_alarm_fires_when_cross_entropy_gradients_vanish(test_digits):
 # --- the recorded cost is the counted cost ----------------------------------------------------------
 
 
-class _Passes:
-    """Counts, in the graph, the examples that go through a model forward and the gradients taken back through it."""
-
-    def __init__(self):
-        self.forward = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.gradient = tf.Variable(0, dtype=tf.int64, trainable=False)
-
-    def count(self, x):
-        @tf.custom_gradient
-        def counted(x):
-            self.forward.assign_add(tf.shape(x, out_type=tf.int64)[0])
-
-            def gradient(upstream):
-                self.gradient.assign_add(tf.shape(upstream, out_type=tf.int64)[0])
-                return upstream
-
-            return tf.identity(x), gradient
-
-        return counted(x)
-
-    def during(self, run):
-        """(run()'s result, forward passes, gradient passes) counted while `run` runs."""
-        self.forward.assign(0)
-        self.gradient.assign(0)
-        result = run()
-        return result, int(self.forward.numpy()), int(self.gradient.numpy())
-
-
 class _CountPasses(keras.layers.Layer):
     """The identity, counting what passes through it (a plain object holds the counters: no weights)."""
 
@@ -306,7 +278,7 @@ class _CountPasses(keras.layers.Layer):
 
 
 def _counted(model):
-    passes = _Passes()
+    passes = models.Passes()
     inputs = keras.Input((28, 28, 1))
     return keras.Model(inputs, model(_CountPasses(passes)(inputs)), name="counted"), passes
 

@@ -25,6 +25,7 @@ def test_public_api_is_pinned():
         "design_masks",
         "evaluate_tradeoff",
         "evaluation",
+        "exits",
         "export",
         "get_masks",
         "get_tradeoff",

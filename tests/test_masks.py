@@ -221,6 +221,32 @@ def test_snip_keeps_the_weights_with_the_highest_clean_and_adversarial_saliency(
     assert not np.array_equal(masks["kernel_clean_mask"], masks["kernel_adv_mask"])
 
 
+def test_snip_on_a_multi_exit_model_scores_the_loss_summed_over_its_exits():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,))
+    h = keras.layers.Dense(16, activation="tanh", name="fc1")(inputs)
+    plain = keras.Model(inputs, [keras.layers.Dense(4, name="side")(h), keras.layers.Dense(4, name="fc2")(h)])
+    x, y = _mlp_data()
+    masks = keras_smart.design_masks(
+        keras_smart.convert(plain, "smart"), score="snip", density=(0.3, 0.3), data=(x, y), attack=_ATTACK,
+        batch_size=len(x),
+    )["fc1"]
+    model_fn = lambda t: plain(t, training=False)  # noqa: E731
+
+    def summed_loss(t):
+        return tf.add_n([tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y), logits))
+                         for logits in model_fn(t)])
+
+    x_adv = attacks.run_multi_exit(_ATTACK, model_fn, tf.constant(x), tf.constant(y), mode="max_average")
+    kernel = plain.get_layer("fc1").kernel
+    for mask_name, inputs_ in (("kernel_clean_mask", tf.constant(x)), ("kernel_adv_mask", x_adv)):
+        with tf.GradientTape() as tape:
+            loss = summed_loss(inputs_)
+        saliency = np.abs(kernel.numpy() * tape.gradient(loss, kernel).numpy())
+        kept, dropped = saliency[masks[mask_name] == 1], saliency[masks[mask_name] == 0]
+        assert kept.min() >= dropped.max() - 1e-6, mask_name
+
+
 def test_snip_scores_a_dataset_as_it_scores_the_same_arrays():
     smart = keras_smart.convert(_mlp(), "smart")
     x, y = _mlp_data()

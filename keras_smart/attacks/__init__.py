@@ -4,10 +4,24 @@ from keras_smart.attacks.apgd import apgd
 from keras_smart.attacks.apgd import apgd_targeted
 from keras_smart.attacks.apgd import dlr_loss
 from keras_smart.attacks.fgsm import fgsm
+from keras_smart.attacks.multi_exit import exit_losses
+from keras_smart.attacks.multi_exit import multi_exit_pgd
+from keras_smart.attacks.multi_exit import run_multi_exit
 from keras_smart.attacks.pgd import pgd
 from keras_smart.attacks.square import square
 
-__all__ = ["apgd", "apgd_targeted", "dlr_loss", "fgsm", "pgd", "run", "square"]
+__all__ = [
+    "apgd",
+    "apgd_targeted",
+    "dlr_loss",
+    "exit_losses",
+    "fgsm",
+    "multi_exit_pgd",
+    "pgd",
+    "run",
+    "run_multi_exit",
+    "square",
+]
 
 
 def run(config, model_fn, x, y, *, eps=None, seed=None, eot_samples=1):

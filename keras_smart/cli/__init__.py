@@ -3,6 +3,7 @@
   keras-smart train --dataset=digits --backbone=digits_cnn --method=smart --epochs=10 --output_dir=runs/smart
   keras-smart evaluate --run_dir=runs/smart --attacks=fgsm,pgd20,autoattack
   keras-smart export --run_dir=runs/smart --quantize=int8
+  keras-smart train --exits=pool1,pool2 --output_dir=runs/exits   # then evaluate --budget=0.6, export: staged
   keras-smart demo
 
 The modules, in the order of a run:

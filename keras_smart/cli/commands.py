@@ -3,6 +3,7 @@
   keras-smart train --dataset=digits --backbone=digits_cnn --method=smart --epochs=10 --output_dir=runs/smart
   keras-smart evaluate --run_dir=runs/smart --attacks=fgsm,pgd20,autoattack
   keras-smart export --run_dir=runs/smart --quantize=int8
+  keras-smart train --exits=pool1,pool2 --output_dir=runs/exits   # then evaluate --budget=0.6, export: staged
   keras-smart demo
 
 Exit status (`keras-smart --help` shows this list):
@@ -42,7 +43,7 @@ from keras_smart.cli import settings as settings_lib
 COMMAND_HELP = {
     "train": "convert a backbone and train it once-for-all into --output_dir (run again to resume)",
     "evaluate": "write the trade-off report of a trained --run_dir (clean and attacked accuracy per λ)",
-    "export": "write the Android bundle of a trained --run_dir (a LiteRT file per trade-off)",
+    "export": "write the Android bundle of a trained --run_dir (a LiteRT file per trade-off; per stage with exits)",
     "demo": "convert, train, evaluate and export SMART on the embedded digits, in minutes",
 }
 COMMANDS = tuple(COMMAND_HELP)
@@ -92,6 +93,8 @@ flags.DEFINE_float("min_density", 0.0, "With --mask_allocation=global, each kern
 flags.DEFINE_enum("mask_allocation", _DEFAULTS.mask_allocation, list(settings_lib.MASK_ALLOCATIONS),
                   "Mask density per kernel (layer) or over all kernels together (global) (train).")
 flags.DEFINE_integer("mask_warmup", _DEFAULTS.mask_warmup, "Dense epochs before masks are designed (train).")
+flags.DEFINE_list("exits", None, "Backbone layer names to attach early exits after (RDI-Nets), in graph order, "
+                  "e.g. pool1,pool2 (train).")
 flags.DEFINE_bool("augment", False, "Pad-crop and flip augmentation (train; CIFAR-like data).")
 flags.DEFINE_integer("max_examples", 0, "Use only this many training examples; 0 for all (train, demo).")
 flags.DEFINE_integer("seed", 0, "Seed (train, evaluate).")
@@ -101,6 +104,9 @@ flags.DEFINE_string("run_dir", None, "A trained run directory (evaluate, export)
 flags.DEFINE_list("attacks", list(runs.DEFAULT_ATTACKS), "Attacks (evaluate, demo).")
 flags.DEFINE_integer("eval_examples", 1000,
                      f"Test examples to evaluate on (evaluate; demo uses {digits_demo.DEMO_EVAL_EXAMPLES}).")
+flags.DEFINE_float("budget", None, "A run with exits: calibrate its exit policy to this expected share of the full "
+                   f"model's MACs, on the test split's last {runs.CALIBRATION_EXAMPLES} examples, which evaluation "
+                   "leaves out; writes policy.json (evaluate).")
 flags.DEFINE_enum("quantize", None, [q for q in keras_smart.export.QUANTIZE_CHOICES if q],
                   "Quantization of the exported files (export).")
 flags.DEFINE_bool("runtime_tradeoff", False, "Export one file with λ as a second input (export).")
@@ -141,7 +147,8 @@ def _settings_from_flags():
         clean_share=FLAGS.clean_share, sampling=FLAGS.sampling, min_density=FLAGS.min_density or None,
         mask_score=FLAGS.mask_score, mask_allocation=FLAGS.mask_allocation,
         density=tuple(density * 2 if len(density) == 1 else density),
-        mask_warmup=FLAGS.mask_warmup, augment=FLAGS.augment, max_examples=FLAGS.max_examples, seed=FLAGS.seed,
+        mask_warmup=FLAGS.mask_warmup, exits=tuple(FLAGS.exits) if FLAGS.exits else None, augment=FLAGS.augment,
+        max_examples=FLAGS.max_examples, seed=FLAGS.seed,
     )
 
 
@@ -209,10 +216,18 @@ def _train():
 
 def _evaluate():
     report = runs.evaluate(
-        _require("run_dir"), tradeoffs=_tradeoffs() or config_lib.EVALUATION_TRADEOFFS, attacks=FLAGS.attacks,
+        _require("run_dir"), tradeoffs=_tradeoffs() or config_lib.EVALUATION_TRADEOFFS,
+        attacks=FLAGS.attacks if FLAGS["attacks"].present else None,
         eps=FLAGS.eps if FLAGS["eps"].present else None, max_examples=FLAGS.eval_examples, seed=FLAGS.seed,
+        budget=FLAGS.budget,
     )
     print(report.to_markdown())
+    calibration = report.settings.get("exit_calibration")
+    if calibration:
+        first, end = calibration["examples"]
+        print(f"exit policy: {pathlib.Path(FLAGS.run_dir) / runs.POLICY}, calibrated at λ = {calibration['tradeoff']:g} "
+              f"for {calibration['budget']:g} of the full model's MACs on test examples {first}-{end - 1} "
+              f"(evaluated on examples 0-{calibration['evaluated'][1] - 1})")
 
 
 def _export():

@@ -26,6 +26,7 @@ from keras_smart import callbacks as callbacks_lib
 from keras_smart import config as config_lib
 from keras_smart import data as data_lib
 from keras_smart import inputs
+from keras_smart import validation
 from keras_smart.cli import run_dir as run_dir_lib
 from keras_smart.cli import settings as settings_lib
 
@@ -34,6 +35,10 @@ keras = keras_smart.keras
 EXPORT_TRADEOFFS = (0.0, 1.0)
 DEFAULT_ATTACKS = ("fgsm", "pgd20", "autoattack")
 EXPORT_CHECK_EXAMPLES = 256  # test images each exported file is checked on (and int8 is calibrated on)
+# A run with exits: its exit policy is calibrated on the test split's last examples (at most half the split),
+# and evaluation uses only the examples before them.
+CALIBRATION_EXAMPLES = 500
+POLICY = "policy.json"  # the exit policy `evaluate --budget` calibrates, in the run directory
 
 
 class _EpochEnded(keras.callbacks.Callback):
@@ -64,6 +69,8 @@ def _training_data(settings, download):
 def _build_model(settings, run_eagerly):
     input_shape, class_names = data_lib.info(settings.dataset, settings.data_dir)
     base = backbones.build(settings.backbone, input_shape, len(class_names))
+    if settings.exits:  # before convert: the heads are converted with the trunk, one training path
+        base = keras_smart.exits.attach(base, after=list(settings.exits))
     options = {"tradeoff_mode": settings.tradeoff_mode} if settings.method == "smart" and settings.tradeoff_mode else {}
     model = keras_smart.convert(base, settings.method, **options)
     model.compile(
@@ -183,44 +190,118 @@ def _test_arrays(settings, max_examples, download):
     return inputs.to_arrays(dataset, max_examples=max_examples or None)
 
 
-def evaluate(run_dir, *, tradeoffs=config_lib.EVALUATION_TRADEOFFS, attacks=DEFAULT_ATTACKS, eps=None,
-             max_examples=1000, batch_size=256, seed=0, attack_options=None, progress=True, download=False):
+def evaluate(run_dir, *, tradeoffs=config_lib.EVALUATION_TRADEOFFS, attacks=None, eps=None,
+             max_examples=1000, batch_size=256, seed=0, attack_options=None, progress=True, download=False,
+             budget=None):
     """The trade-off report of a trained run, written to `run_dir/report/`.
+
+    A run trained with exits is evaluated under its exit policy. With
+    `budget`, the policy is calibrated first (`keras_smart.exits.calibrate`,
+    at the largest of `tradeoffs`) on held-out test examples: the test split's
+    last `CALIBRATION_EXAMPLES` (at most half the split), which evaluation then
+    leaves out (it takes up to `max_examples` of the examples before them);
+    the policy is written to `run_dir/policy.json`, and report.json's
+    settings["exit_calibration"] says which examples calibrated it. Without
+    `budget`, the run's policy.json is used, with the same split.
 
     Args:
       run_dir: a run directory `train` finished.
       tradeoffs: the trade-offs evaluated, one report row each.
-      attacks: `keras_smart.evaluate_tradeoff`'s attack names.
+      attacks: `keras_smart.evaluate_tradeoff`'s attack names (None: its
+        default, which differs for a multi-exit model).
       eps: the attack budget (None: the run's training eps).
-      max_examples: test examples evaluated on (0 or None: the whole split).
+      max_examples: test examples evaluated on (0 or None: the whole split, less
+        a multi-exit run's calibration examples).
       batch_size, seed, progress: as in `keras_smart.evaluate_tradeoff`.
       attack_options: overrides of `keras_smart.evaluation.DEFAULT_ATTACK_OPTIONS`
         (AutoAttack's standard settings), e.g. {"square": {"queries": 1000}}.
       download: let tensorflow-datasets download a data set that is not prepared.
+      budget: for a run with exits: calibrate its exit policy to this expected
+        share of the full model's MACs, in (0, 1].
 
     Returns:
       The `TradeoffReport`; report.json, report.md and frontier.png are written.
 
     Raises:
       FileNotFoundError: `run_dir` holds no finished run.
-      ValueError: `eps` does not suit the run's inputs (checked before any work).
+      ValueError: `eps` does not suit the run's inputs, `budget` for a run
+        without exits or outside (0, 1], a run with exits with neither `budget`
+        nor a policy.json (checked before any work).
     """
     settings = run_dir_lib.finished_settings(run_dir)
     eps = settings.eps if eps is None else eps
     config_lib.AttackConfig(eps=eps, norm=settings.norm)  # eps checked for the run's inputs before any work
+    budget = _check_budget(run_dir, settings, budget)
     report_dir = pathlib.Path(run_dir) / run_dir_lib.REPORT
     run_dir_lib.check_output_dir(report_dir)
     model, settings = load_run(run_dir)
+    data, policy, calibration = _evaluation_data(model, run_dir, settings, tuple(tradeoffs), budget, max_examples,
+                                                 download)
     report = keras_smart.evaluate_tradeoff(
-        model, _test_arrays(settings, max_examples, download), tradeoffs=tuple(tradeoffs), attacks=tuple(attacks),
+        model, data, tradeoffs=tuple(tradeoffs), attacks=None if attacks is None else tuple(attacks),
         eps=eps, norm=settings.norm, batch_size=batch_size, seed=seed, attack_options=attack_options,
-        progress=progress,
+        progress=progress, policy=policy,
     )
+    if calibration is not None:
+        report.settings["exit_calibration"] = calibration
     report_dir.mkdir(exist_ok=True)
     (report_dir / "report.json").write_text(report.to_json())
     (report_dir / "report.md").write_text(report.to_markdown())
     report.plot(str(report_dir / "frontier.png"))
+    if budget is not None:
+        (pathlib.Path(run_dir) / POLICY).write_text(policy.to_json() + "\n")
     return report
+
+
+def _check_budget(run_dir, settings, budget):
+    """`budget` checked against the run: only for a run with exits, which needs it or its policy.json."""
+    if budget is None:
+        if settings.exits:
+            read_policy(run_dir, settings, "evaluating it")  # fails now when there is none
+        return None
+    if not settings.exits:
+        raise ValueError(
+            f"--budget calibrates the exit policy of a run trained with --exits; {run_dir} has no exits."
+        )
+    return validation.check_real(
+        budget, "budget", low=0.0, high=1.0, low_open=True, meaning="(a share of the full model's MACs)"
+    )
+
+
+def _evaluation_data(model, run_dir, settings, tradeoffs, budget, max_examples, download):
+    """(evaluation (x, y), exit policy or None, what calibrated a new policy or None)."""
+    if not settings.exits:
+        return _test_arrays(settings, max_examples, download), None, None
+    x, y = _test_arrays(settings, 0, download)
+    held_out = min(CALIBRATION_EXAMPLES, len(x) // 2)
+    evaluated = len(x) - held_out if not max_examples else min(max_examples, len(x) - held_out)
+    if budget is None:
+        return (x[:evaluated], y[:evaluated]), read_policy(run_dir, settings, "evaluating it"), None
+    tradeoff = max(tradeoffs)
+    keras_smart.set_tradeoff(model, tradeoff)
+    policy = keras_smart.exits.calibrate(model, (x[-held_out:], y[-held_out:]), budget=budget)
+    calibration = {
+        "split": "test", "examples": [len(x) - held_out, len(x)], "evaluated": [0, evaluated],
+        "budget": budget, "tradeoff": tradeoff,
+    }
+    logging.info("Exit policy calibrated at trade-off %g on test examples %d-%d; evaluated on examples 0-%d.",
+                 tradeoff, len(x) - held_out, len(x) - 1, evaluated - 1)
+    return (x[:evaluated], y[:evaluated]), policy, calibration
+
+
+def read_policy(run_dir, settings, purpose):
+    """The exit policy `evaluate --budget` wrote into a run with exits; ValueError (saying how to make it) if none.
+
+    `purpose` says what needs it, e.g. "exporting it".
+    """
+    path = pathlib.Path(run_dir) / POLICY
+    if not path.exists():
+        raise ValueError(
+            f"{run_dir} was trained with exits after {list(settings.exits)}, and {purpose} needs its exit policy, "
+            f"which it does not have yet: run keras-smart evaluate --run_dir={run_dir} --budget=0.6 (the expected "
+            "share of the full model's MACs) to calibrate one."
+        )
+    return keras_smart.exits.ExitPolicy.from_json(path.read_text())
 
 
 def export(run_dir, *, tradeoffs=EXPORT_TRADEOFFS, quantize=None, runtime_tradeoff=False, overwrite=True,
@@ -229,7 +310,10 @@ def export(run_dir, *, tradeoffs=EXPORT_TRADEOFFS, quantize=None, runtime_tradeo
 
     Each file is checked against the Keras model on the run's first test
     images (int8 is calibrated on them too); the bundle carries the measured
-    accuracies of `run_dir/report/report.json` when `evaluate` has run.
+    accuracies of `run_dir/report/report.json` when `evaluate` has run. A run
+    trained with exits gives a staged bundle (a file per stage and trade-off,
+    see `keras_smart.export.bundle`) routed by the run's policy.json, which
+    `evaluate(..., budget=...)` writes.
 
     Args:
       run_dir: a run directory `train` finished.
@@ -244,10 +328,12 @@ def export(run_dir, *, tradeoffs=EXPORT_TRADEOFFS, quantize=None, runtime_tradeo
 
     Raises:
       FileNotFoundError: `run_dir` holds no finished run.
+      ValueError: a run with exits but no policy.json yet.
       keras_smart.export.ExportError: a file failed its check against Keras.
     """
     run_dir = pathlib.Path(run_dir)
-    run_dir_lib.finished_settings(run_dir)
+    settings = run_dir_lib.finished_settings(run_dir)
+    policy = read_policy(run_dir, settings, "exporting it") if settings.exits else None
     run_dir_lib.check_output_dir(run_dir / run_dir_lib.BUNDLE)
     model, settings = load_run(run_dir)
     report_path = run_dir / run_dir_lib.REPORT / "report.json"
@@ -257,15 +343,21 @@ def export(run_dir, *, tradeoffs=EXPORT_TRADEOFFS, quantize=None, runtime_tradeo
     return keras_smart.export.bundle(
         model, str(run_dir / run_dir_lib.BUNDLE), tradeoffs=tuple(tradeoffs), labels=labels, report=report,
         quantize=quantize, representative_data=test_images if quantize == "int8" else None,
-        check_data=test_images, runtime_tradeoff=runtime_tradeoff, overwrite=overwrite,
+        check_data=test_images, runtime_tradeoff=runtime_tradeoff, overwrite=overwrite, policy=policy,
     )
 
 
 def describe_bundle(metadata, bundle_dir):
     """What `export` wrote, as text: one line per file (trade-off, quantization, size, its check against Keras)."""
     lines = [f"bundle:  {bundle_dir} (labels.txt, smart.json)"]
+    if "staged" in metadata:
+        after = [e["after"] for e in metadata["staged"]["exits"] if e["after"]]
+        lines.append(f"  staged: {len(after) + 1} stages per trade-off (exits after {', '.join(after)}), each "
+                     "stopping when its prediction's entropy is below the policy's threshold")
     for entry in metadata["files"]:
         tradeoff = "every λ (input 'tradeoff')" if entry["tradeoff"] is None else f"λ = {entry['tradeoff']:g}"
+        if entry.get("stage"):
+            tradeoff = f"stage {entry['stage']}" + ("" if entry["tradeoff"] is None else f" of {tradeoff}")
         check = entry["check"]
         agreement = f"top-1 agreement {100 * check['top1_agreement']:.1f}% on {check['samples']} test images"
         lines.append(f"  {entry['file']}: {tradeoff}, {entry['quantize'] or 'float32'}, "

@@ -45,6 +45,10 @@ class TrainSettings:
         design of SMART and FLOATS: the score, per kernel ("layer") or over all
         kernels ("global"), the (clean, adversarial) densities, the per-kernel
         floor of "global", and the dense epochs before the design.
+      exits: names of backbone layers to attach early exits after
+        (`keras_smart.exits.attach`, RDI-Nets), in graph order; None for a
+        single-exit model. Checked against the backbone when `train` builds it,
+        before anything is written.
       augment: pad-crop and flip augmentation (CIFAR-like data).
       max_examples: train on only the first this many examples (0: all).
       seed: seeds Keras, the shuffle, the trade-off draws and the masks.
@@ -88,6 +92,7 @@ class TrainSettings:
     density: tuple = (0.1, 0.35)  # (clean, adversarial): BENCHMARKS.md, per-path densities
     min_density: float = None
     mask_warmup: int = 1
+    exits: tuple = None
     augment: bool = False
     max_examples: int = 0
     seed: int = 0
@@ -106,6 +111,7 @@ class TrainSettings:
         self.adversarial_config()
         config_lib.MaskConfig(score=self.mask_score, density=self.density)
         self._check_mask_allocation()
+        self._check_exits()
 
     def _set(self, name, value):
         object.__setattr__(self, name, value)
@@ -131,6 +137,18 @@ class TrainSettings:
             raise ValueError(f'`mask_allocation` must be "layer" or "global". Received: {self.mask_allocation!r}')
         if self.mask_allocation == "global" and self.mask_score == "learned":
             raise ValueError('mask_score="learned" designs per-kernel masks: use mask_allocation="layer".')
+
+    def _check_exits(self):
+        if self.exits is None:
+            return
+        exits = self.exits
+        if isinstance(exits, str) or not isinstance(exits, (list, tuple)):
+            raise TypeError(f"`exits` must be a list of layer names, e.g. ('pool1', 'pool2'). Received: {exits!r}")
+        if not exits or not all(isinstance(name, str) and name for name in exits):
+            raise ValueError(f"`exits` must name at least one layer, each a non-empty string. Received: {exits!r}")
+        if len(set(exits)) != len(exits):
+            raise ValueError(f"`exits` names a layer more than once: {list(exits)}. One exit per layer.")
+        self._set("exits", tuple(exits))
 
     def attack(self):
         """The training attack, an `AttackConfig`."""
@@ -166,7 +184,7 @@ class TrainSettings:
             raise ValueError(f"config.json must hold an object of settings. Received: {type(values).__name__}")
         if "lambdas" in values:
             values["tradeoffs"] = values.pop("lambdas")
-        for key in ("tradeoffs", "density"):
+        for key in ("tradeoffs", "density", "exits"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)

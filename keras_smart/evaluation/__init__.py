@@ -9,8 +9,10 @@ The modules, in the order of the flow: `plan` (every setting checked before
 any work), `suite` (attack names, options and costs), `forward` (the model as
 the attacks see it), `sweep` (the attacks at each trade-off), `rows` (one row's
 accuracies and findings), `masking` (the gradient-masking checks), `report`
-(`TradeoffReport`), `evaluate` (`evaluate_tradeoff`); besides them
-`fingerprint` (`model_fingerprint`) and `art` (`as_art_classifier`).
+(`TradeoffReport`), `evaluate` (`evaluate_tradeoff`); `exits` holds the same
+steps for a multi-exit model under its exit policy (the RDI-Nets attacks and
+adaptive ones that follow the policy); besides them `fingerprint`
+(`model_fingerprint`) and `art` (`as_art_classifier`).
 """
 
 from keras_smart.evaluation.art import as_art_classifier

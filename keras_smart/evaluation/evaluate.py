@@ -19,6 +19,7 @@ from keras_smart import labels as labels_lib
 from keras_smart import masks
 from keras_smart import registry
 from keras_smart import validation
+from keras_smart.evaluation import exits as exit_eval
 from keras_smart.evaluation import fingerprint as fingerprint_lib
 from keras_smart.evaluation import forward as forward_lib
 from keras_smart.evaluation import masking
@@ -35,7 +36,7 @@ def evaluate_tradeoff(
     data,
     *,
     tradeoffs=None,
-    attacks=("fgsm", "pgd20", "autoattack"),
+    attacks=None,
     eps,
     norm="linf",
     max_examples=None,
@@ -46,6 +47,7 @@ def evaluate_tradeoff(
     attack_options=None,
     input_range=(0.0, 1.0),
     progress=True,
+    policy=None,
     lambdas=validation.UNSET,
 ):
     """Clean and attacked accuracy at each trade-off, the per-example worst case, cost, masking checks.
@@ -81,9 +83,25 @@ def evaluate_tradeoff(
     seed without EOT. `noise="expected"` evaluates the deterministic model with
     noise at its mean (what `strip` and export compute).
 
+    A multi-exit model (`keras_smart.exits.attach`) is evaluated under its exit
+    `policy`: every prediction, clean or attacked, is the class of the exit the
+    policy picks. Each listed "fgsm" / "pgd<K>" is a family of attacks at that
+    strength, each judged by the policy: the RDI-Nets attacks that ignore it
+    ("exit1".."exitN": PGD on one exit; "average"; "max_average") and adaptive
+    ones that follow it ("adaptive_follow": the exit the policy picks at every
+    step; "adaptive_cosine", for "pgd<K>": the same with cosine steps from
+    2 * eps; "adaptive_to_exit<k>": steered to leave at side exit k and be
+    wrong there); Square runs on the routed logits ("adaptive_square"). "adaptive"
+    is the per-example worst case over the adaptive columns, "<family>" over
+    a family's columns (each column: over every listed family). The rows also
+    hold "exit_shares", "exit_macs", "macs" (expected MACs per example under
+    the policy) and "expected_macs" (that as a share of `policy.macs[-1]`).
+    APGD and AutoAttack attack one output and are refused for such a model.
+
     Args:
       model: a SmartModel, or a plain Keras classifier (one input, logits out;
-        evaluated once, as one row with "tradeoff": None).
+        evaluated once, as one row with "tradeoff": None); either may be a
+        multi-exit model (then pass `policy`).
       data: a `tf.data.Dataset` of (x, y) batches (or single examples), or an
         (x, y) tuple of arrays. Labels: integer ids or one-hot rows. Inputs must
         lie in `input_range`. The (first `max_examples`) examples are held in memory.
@@ -91,7 +109,9 @@ def evaluate_tradeoff(
         `config.EVALUATION_TRADEOFFS` (0, 0.2, ..., 1) for a SmartModel, one row
         for a plain model (for which any other value is an error).
       attacks: names from "fgsm", "pgd<K>" (K steps, step 2.5*eps/K, random
-        start), "apgd-ce", "apgd-dlr" (targeted APGD-DLR), "square", "autoattack".
+        start), "apgd-ce", "apgd-dlr" (targeted APGD-DLR), "square", "autoattack";
+        None: ("fgsm", "pgd20", "autoattack"). A multi-exit model takes
+        "fgsm", "pgd<K>" and "square" (None: ("fgsm", "pgd20"); Square always runs).
       eps: the perturbation budget (> 0), in input units; below the width of
         `input_range` (L-inf) or sqrt(d) times it (L2).
       norm: "linf" or "l2".
@@ -107,11 +127,15 @@ def evaluate_tradeoff(
         inside "autoattack".
       input_range: (min, max) of valid inputs; adversarial inputs are clipped to it.
       progress: show a progress bar (tqdm; a log line per step without it).
+      policy: the `keras_smart.exits.ExitPolicy` of a multi-exit `model`
+        (from `keras_smart.exits.calibrate` on held-out data); required for
+        one, refused for a single-exit model.
       lambdas: the old name of `tradeoffs` (deprecated: DeprecationWarning).
 
     Returns:
       A `TradeoffReport`, with `settings["model_fingerprint"]` =
-      `model_fingerprint(model)` (what `keras_smart.export.bundle` checks).
+      `model_fingerprint(model)` (what `keras_smart.export.bundle` checks);
+      for a multi-exit model `settings["exit_policy"]` is the policy's record.
       The model's trade-off is what it was before the call (also when the
       evaluation fails).
 
@@ -123,7 +147,9 @@ def evaluate_tradeoff(
         max - min of `input_range`; L2: eps >= sqrt(d) * (max - min), d the
         values per example; see `keras_smart.config.check_eps`); empty data;
         inputs outside `input_range`; labels that do not match the model's
-        classes; bad options.
+        classes; bad options; a multi-exit model without `policy`, a policy for
+        another model or for a single-exit one, APGD / AutoAttack for a
+        multi-exit model.
       ImportError: "square" or "autoattack" with norm="l2" without IBM ART
         (`pip install keras_smart[eval]`).
 
@@ -143,15 +169,19 @@ def evaluate_tradeoff(
     plan = plan_lib.make_plan(
         model, tradeoffs=tradeoffs, attacks=attacks, eps=eps, norm=norm, max_examples=max_examples,
         batch_size=batch_size, seed=seed, eot_samples=eot_samples, noise=noise, attack_options=attack_options,
-        input_range=input_range,
+        input_range=input_range, policy=policy,
     )
     examples = _read_examples(model, data, plan)
     fingerprint = fingerprint_lib.model_fingerprint(model)  # the trade-off is not in it: the sweep moves it
     counts = masks.count_nonzero(model)
-    sweep = sweep_lib.Sweep(
-        model, examples.x, examples.labels, eps=plan.eps, norm=plan.norm, clip=plan.clip,
-        batch_size=plan.batch_size, seed=plan.seed, options=plan.options, expected_noise=plan.noise == "expected",
+    shared = dict(
+        eps=plan.eps, norm=plan.norm, clip=plan.clip, batch_size=plan.batch_size, seed=plan.seed,
+        options=plan.options, expected_noise=plan.noise == "expected",
     )
+    if plan.policy is None:
+        sweep = sweep_lib.Sweep(model, examples.x, examples.labels, **shared)
+    else:
+        sweep = exit_eval.ExitSweep(model, examples.x, examples.labels, policy=plan.policy, **shared)
     measured = _measure_rows(model, sweep, plan, counts, examples.chance, progress)
     settings = _settings(model, plan, examples, sweep, measured, fingerprint, counts)
     settings["seconds"] = round(time.time() - started, 1)
@@ -186,11 +216,18 @@ def _read_examples(model, data, plan):
             f"[{x.min():g}, {x.max():g}]. Scale the inputs (normalise inside the model) or pass input_range."
         )
     if "square" in plan.components and x.ndim != 4:
+        if plan.policy is not None:
+            raise ValueError(
+                f"A multi-exit evaluation always runs the Square attack (part of 'adaptive'), which perturbs images "
+                f"[N, height, width, channels]; the inputs have shape {x.shape}."
+            )
         raise ValueError(
             f"The Square attack (also part of 'autoattack') perturbs images [N, height, width, channels]; the "
             f"inputs have shape {x.shape}. Leave out 'square' and 'autoattack' for non-image inputs."
         )
     logits = forward_lib.Forward(model, expected_noise=True)(tf.constant(x[: min(len(x), 8)]))
+    if isinstance(logits, list):  # a multi-exit model: every exit has the final output's classes
+        logits = logits[-1]
     if logits.shape.rank != 2:
         raise ValueError(f"The model must output logits [batch, classes]; it outputs shape {logits.shape}.")
     classes = int(logits.shape[-1])
@@ -216,14 +253,15 @@ def _output_warnings(logits):
 
 def _measure_rows(model, sweep, plan, counts, chance, progress):
     """A `rows.Row` per trade-off; the model's trade-off is restored afterwards (also on failure)."""
-    bar = progress_lib.Progress(len(plan.tradeoffs) * (2 + len(plan.components)), progress)
+    bar = progress_lib.Progress(len(plan.tradeoffs) * plan.steps_per_row, progress)
+    measure_row = rows_lib.measure_row if plan.policy is None else exit_eval.measure_row
     previous = float(model.tradeoff_variable.numpy()) if plan.smart else None
     try:
         measured = []
         for index, tradeoff in enumerate(plan.tradeoffs):
             if plan.smart:
                 model.tradeoff_variable.assign(tradeoff)
-            measured.append(rows_lib.measure_row(sweep, plan, tradeoff, index, counts, chance, bar))
+            measured.append(measure_row(sweep, plan, tradeoff, index, counts, chance, bar))
         return measured
     finally:
         bar.close()
@@ -237,7 +275,7 @@ def _measure_rows(model, sweep, plan, counts, chance, progress):
 def _settings(model, plan, examples, sweep, measured, fingerprint, counts):
     """The report's settings: the threat model, every attack's settings and cost, randomness, what counts mean."""
     eot = plan.eot_for(1.0)
-    return {
+    settings = {
         "model": model.name,
         "model_fingerprint": fingerprint,
         "method": _method_name(model, plan.smart),
@@ -275,6 +313,7 @@ def _settings(model, plan, examples, sweep, measured, fingerprint, counts):
         },
         "seed": plan.seed,
     }
+    return settings if plan.policy is None else exit_eval.add_settings(settings, plan, examples.classes)
 
 
 def _method_name(model, smart):

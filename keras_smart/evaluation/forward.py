@@ -31,9 +31,10 @@ def check_noise(noise):
 class Forward:
     """The model as attacks see it: logits, batch-norm in inference mode, noise drawn or at its mean.
 
-    `tradeoff` (a float) fixes the trade-off through `tradeoff_override`;
-    None reads the model's trade-off variable. The scopes are read at trace
-    time, so they wrap the call itself.
+    A model with several outputs (a multi-exit model) gives a list of logits,
+    one per exit, earliest first. `tradeoff` (a float) fixes the trade-off
+    through `tradeoff_override`; None reads the model's trade-off variable.
+    The scopes are read at trace time, so they wrap the call itself.
 
     Example:
       >>> logits = Forward(smart, tradeoff=1.0, expected_noise=True)(x[:2])
@@ -52,7 +53,10 @@ class Forward:
                 scopes.enter_context(base.tradeoff_override(self.tradeoff))
             if self.expected_noise:
                 scopes.enter_context(base.expected_noise())
-            return tf.cast(self.model(x, training=training), tf.float32)
+            outputs = self.model(x, training=training)
+            if isinstance(outputs, (list, tuple)):  # a multi-exit model: one logits tensor per exit
+                return [tf.cast(o, tf.float32) for o in outputs]
+            return tf.cast(outputs, tf.float32)
 
 
 def compile_fn(fn, *input_signature, seed=None):

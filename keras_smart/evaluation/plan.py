@@ -10,6 +10,7 @@ from keras_smart import inputs
 from keras_smart import training
 from keras_smart import validation
 from keras_smart.evaluation import art
+from keras_smart.evaluation import exits as exit_eval
 from keras_smart.evaluation import forward as forward_lib
 from keras_smart.evaluation import suite
 from keras_smart.layers import conditional_kernel as ck
@@ -30,6 +31,7 @@ class Plan:
       noisy: the model draws weight noise and `noise` is "sample" (randomised rows).
       has_noise: the model has noisy layers at all.
       blend: some layer blends its masks (tradeoff_mode="blend").
+      policy: the `ExitPolicy` of a multi-exit model (None: one output).
     """
 
     smart: bool
@@ -48,6 +50,17 @@ class Plan:
     noisy: bool
     has_noise: bool
     blend: bool
+    policy: object = None
+
+    @property
+    def exits(self):
+        """The model's outputs (exits): 1, or the policy's exit count."""
+        return 1 if self.policy is None else len(self.policy.macs)
+
+    @property
+    def steps_per_row(self):
+        """Progress steps of one row."""
+        return 2 + len(self.components) if self.policy is None else exit_eval.row_steps(self)
 
     def randomised(self, tradeoff):
         """Whether the row at `tradeoff` draws fresh weight noise (noise scales with lam: none at 0)."""
@@ -61,13 +74,21 @@ class Plan:
 
 
 def make_plan(model, *, tradeoffs, attacks, eps, norm, max_examples, batch_size, seed, eot_samples, noise,
-              attack_options, input_range):
-    """The `Plan` of `evaluate_tradeoff`'s arguments; raises TypeError / ValueError for any bad one."""
+              attack_options, input_range, policy=None):
+    """The `Plan` of `evaluate_tradeoff`'s arguments; raises TypeError / ValueError for any bad one.
+
+    `attacks=None` means `suite.DEFAULT_ATTACKS`, or `exits.DEFAULT_ATTACKS`
+    for a multi-exit model (evaluated under `policy`, see `exits.check_policy`).
+    """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`evaluate_tradeoff` expects a keras.Model. Received: {type(model).__name__}")
     smart = isinstance(model, training.SmartModel)
+    multi_exit = exit_eval.check_policy(model, policy)
     tradeoffs = check_tradeoffs(tradeoffs, smart)
-    names = suite.parse_attacks(attacks)
+    if multi_exit:
+        names = exit_eval.parse_attacks(exit_eval.DEFAULT_ATTACKS if attacks is None else attacks)
+    else:
+        names = suite.parse_attacks(suite.DEFAULT_ATTACKS if attacks is None else attacks)
     eps = validation.check_positive(eps, "eps")
     norm = config_lib.coerce_enum(config_lib.Norm, norm, "norm")
     if max_examples is not None:
@@ -79,9 +100,10 @@ def make_plan(model, *, tradeoffs, attacks, eps, norm, max_examples, batch_size,
     noise = forward_lib.check_noise(noise)
     options = suite.parse_options(attack_options)
     clip = forward_lib.check_input_range(input_range, "input_range")
-    inputs.check_single_io(model, "`evaluate_tradeoff`")
+    if not multi_exit:
+        inputs.check_single_io(model, "`evaluate_tradeoff`")
     check_budget(eps, norm, clip, forward_lib.declared_input_shape(model))  # before any data is read
-    components = suite.components(names)
+    components = exit_eval.components(names) if multi_exit else suite.components(names)
     if "square" in components and norm == config_lib.Norm.L2:
         art.import_art("art.attacks.evasion", "SquareAttack")  # fail now, not after the gradient attacks
     layers = _compat.flatten_layers(model)
@@ -91,6 +113,7 @@ def make_plan(model, *, tradeoffs, attacks, eps, norm, max_examples, batch_size,
         max_examples=max_examples, batch_size=batch_size, seed=seed, eot_samples=eot_samples, noise=noise,
         options=options, noisy=has_noise and noise == "sample", has_noise=has_noise,
         blend=any(getattr(l, "tradeoff_mode", None) == config_lib.TradeoffMode.BLEND.value for l in layers),
+        policy=policy,
     )
 
 

@@ -5,8 +5,8 @@ import json
 
 EXTRA = "pip install keras_smart[eval]"
 
-# Keys of a row that are not attack names.
-_FIXED_KEYS = ("tradeoff", "clean", "worst_case", "nonzero", "macs")
+# Keys of a row that are not attack names (the last three: a multi-exit model's cost under its policy).
+_FIXED_KEYS = ("tradeoff", "clean", "worst_case", "nonzero", "macs", "expected_macs", "exit_shares", "exit_macs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +19,9 @@ class TradeoffReport:
       rows: one dict per trade-off lam: {"tradeoff": lam (None for a plain
         model), "clean": accuracy, "<attack name>": accuracy, ...,
         "worst_case": accuracy, "nonzero": n, "macs": n}. Accuracies are
-        fractions in [0, 1].
+        fractions in [0, 1]. A multi-exit model's rows (evaluated under its
+        exit policy) hold its attack columns, "macs" as the expected MACs
+        per example, and "expected_macs", "exit_shares", "exit_macs".
       warnings: gradient-masking (and other) warnings, as sentences.
 
     `settings["model_fingerprint"]` (also `report.fingerprint`) is
@@ -87,6 +89,8 @@ class TradeoffReport:
     def to_markdown(self):
         """A Markdown table (accuracies in %), the threat model under it, then any warnings."""
         lines = _table(self.rows, self.attacks) + ["", _threat_model(self.settings)]
+        if "exit_policy" in self.settings:
+            lines += ["", _policy_line(self.settings)]
         attacks = self.settings.get("attacks", {})
         described = [describe_attack(attacks[name]) for name in self.attacks if name in attacks]
         if described:
@@ -127,6 +131,8 @@ class TradeoffReport:
         ax.plot(clean, attacked, "-o", color="tab:blue", label=self._model_label())
         for row, cx, cy in zip(self.rows, clean, attacked):
             label = "plain" if row["tradeoff"] is None else f"λ={row['tradeoff']:g}"
+            if row.get("expected_macs") is not None:
+                label += f", {percent(row['expected_macs'])}% MACs"
             ax.annotate(label, (cx, cy), textcoords="offset points", xytext=(6, 4), fontsize=8)
         markers = iter("sD^vP*Xh")
         for label, (bc, br) in points.items():
@@ -149,14 +155,30 @@ class TradeoffReport:
 
 
 def _table(rows, names):
+    exits = bool(rows) and "exit_shares" in rows[0]
     header = ["λ", "clean", *names, "worst case", "non-zeros", "MACs"]
+    header += ["MACs (% of full)", "exit shares (%)"] if exits else []
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
     for row in rows:
         cells = ["—" if row["tradeoff"] is None else f"{row['tradeoff']:g}"]
         cells += [percent(row[key]) for key in ("clean", *names, "worst_case")]
         cells += [_count(row["nonzero"]), _count(row["macs"])]
+        if exits:
+            cells += [percent(row["expected_macs"]), " / ".join(percent(s) for s in row["exit_shares"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _policy_line(settings):
+    policy = settings["exit_policy"]
+    thresholds = ", ".join(f"{t:.3g}" for t in policy.get("thresholds", ()))
+    budget = policy.get("budget")
+    return (
+        f"Exit policy: side exits after {', '.join(policy.get('exits', ()))}, entropy thresholds {thresholds}"
+        + ("" if budget is None else f", calibrated to {percent(budget)}% of the MACs")
+        + ". Every accuracy is of the exit the policy picks; adaptive = per example over the attacks that "
+        "follow the policy (and Square on the routed logits); MACs = expected per example under the policy."
+    )
 
 
 def _threat_model(settings):

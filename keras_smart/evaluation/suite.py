@@ -13,6 +13,7 @@ from keras_smart import validation
 from keras_smart.evaluation import art
 
 ATTACK_NAMES = ("fgsm", "pgd<K>", "apgd-ce", "apgd-dlr", "square", "autoattack")
+DEFAULT_ATTACKS = ("fgsm", "pgd20", "autoattack")  # `evaluate_tradeoff(attacks=None)` for a one-output model
 AUTOATTACK = ("apgd-ce", "apgd-dlr", "square")
 GRADIENT_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr")
 

@@ -27,7 +27,7 @@ class Sweep:
     reproduce, and TensorFlow's global seed is left alone.
     """
 
-    def __init__(self, model, x, labels, *, eps, norm, clip, batch_size, seed, options, expected_noise):
+    def __init__(self, model, x, labels, *, eps, norm, clip, batch_size, seed, options, expected_noise, forward=None):
         self.x = x
         self.labels = labels
         self.eps = eps
@@ -36,7 +36,8 @@ class Sweep:
         self.batch_size = batch_size
         self.seed = seed
         self.options = options
-        self.forward = forward_lib.Forward(model, expected_noise=expected_noise)
+        # What the attacks and predictions see: the model's logits (a multi-exit sweep passes its routed logits).
+        self.forward = forward or forward_lib.Forward(model, expected_noise=expected_noise)
         self._specs = (tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int64))
         self._predict = forward_lib.compile_fn(self.forward, self._specs[0], seed=seed)
         self._compiled = {}
@@ -76,12 +77,12 @@ class Sweep:
         """The compiled in-graph attack: f(x, y) -> x_adv (for "apgd-dlr": f(x, y, target) -> x_adv)."""
         key = (name, eot)
         if key not in self._compiled:
-            attack, specs = self._in_graph_attack(name, eot)
+            attack, specs = self.in_graph_attack(name, eot)
             self._compiled[key] = forward_lib.compile_fn(attack, *specs, seed=self.seed)
         return self._compiled[key]
 
-    def _in_graph_attack(self, name, eot):
-        """(attack function, its input specs) of `name` with `eot` draws per gradient."""
+    def in_graph_attack(self, name, eot):
+        """(attack function, its input specs) of `name` with `eot` draws per gradient (subclasses add names)."""
         x_spec, y_spec = self._specs
         lo, hi = self.clip
         shared = {"eps": self.eps, "clip_min": lo, "clip_max": hi, "seed": self.seed, "eot_samples": eot}

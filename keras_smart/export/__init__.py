@@ -17,13 +17,21 @@ Trade-off, two ways:
   and routes batch-norm and FiLM by the trade-off, so one file serves every
   trade-off.
 
+A multi-exit model (`keras_smart.exits.attach`) with its exit policy gives a
+staged bundle: one file per stage, run one after the other on the phone until
+an exit is confident; `staged_latency` times that pipeline against the
+single-file model.
+
 The steps, one module each: `options` (the settings, checked first),
 `conversion` (Keras to `.tflite` bytes), `verify` (the LiteRT check), `files`
-(all-or-nothing writes), `tflite` (`to_tflite`), `metadata` (`smart.json`) and
-`bundle` (`bundle`).
+(all-or-nothing writes), `tflite` (`to_tflite`), `metadata` (`smart.json`),
+`android` (`bundle`), `stages` (a multi-exit model cut into stage models),
+`staged` (the staged bundle's files and their chained check) and `latency`
+(`staged_latency`).
 """
 
 from keras_smart.export.android import bundle
+from keras_smart.export.latency import staged_latency
 from keras_smart.export.metadata import BUNDLE_LABELS
 from keras_smart.export.metadata import BUNDLE_METADATA
 from keras_smart.export.options import QUANTIZE_CHOICES
@@ -44,5 +52,6 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "bundle",
+    "staged_latency",
     "to_tflite",
 ]

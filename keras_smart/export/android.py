@@ -1,5 +1,6 @@
 """bundle(): the directory an Android app loads: checked `.tflite` file(s), `labels.txt` and `smart.json`."""
 
+import inspect
 import json
 import math
 import os
@@ -10,6 +11,9 @@ from keras_smart import training
 from keras_smart import validation
 from keras_smart.export import files
 from keras_smart.export import metadata as metadata_lib
+from keras_smart.export import options as options_lib
+from keras_smart.export import staged as staged_lib
+from keras_smart.export import tflite as tflite_lib
 from keras_smart.export.tflite import to_tflite
 
 keras = _compat.keras
@@ -27,6 +31,7 @@ def bundle(
     runtime_tradeoff=False,
     input_range=(0.0, 1.0),
     overwrite=False,
+    policy=None,
     **to_tflite_options,
 ):
     """Writes what an Android app needs: `.tflite` file(s), `labels.txt` and `smart.json`.
@@ -42,6 +47,20 @@ def bundle(
       name and shape, each file with its trade-off, size, SHA-256 and check
       numbers, and, with `report`, each trade-off's measured clean / robust
       accuracy.
+
+    A multi-exit model (`keras_smart.exits.attach`) gives a staged bundle and
+    needs `policy`: per trade-off, its single file above (the final exit only)
+    and one file per stage, `tradeoff_<t>_stage<k>.tflite` (a plain model:
+    `stage<k>.tflite`). Stage 1 maps the image ("input") to exit 1's logits
+    ("output") and the features the next stage takes ("feature_<layer>", also
+    tensors a residual carries past the cut); stage k > 1 maps those to exit
+    k's logits and its own features; the last stage gives the final logits.
+    smart.json's "staged" section lists, per trade-off, the stages in order
+    (file, inputs, outputs, features, threshold, MACs and cumulative MACs),
+    the policy's entropy thresholds and the rule: exit at the first stage
+    whose softmax entropy (natural log) is below its threshold; the last stage
+    always exits. The stages are checked chained in LiteRT, every exit against
+    Keras. `runtime_tradeoff` and `int8_io` are refused.
 
     The bundle is assembled in a temporary directory beside `out_dir` and moved
     into place only when complete: a failure leaves nothing half-written.
@@ -69,6 +88,11 @@ def bundle(
         file per trade-off.
       input_range: the (min, max) of the model's input values, recorded for the app.
       overwrite: replace an existing non-empty `out_dir`.
+      policy: for a multi-exit model, its `keras_smart.exits.ExitPolicy`
+        (its thresholds used at every trade-off, as `evaluate_tradeoff` uses
+        them), or a list of them, one per trade-off, each calibrated at its
+        trade-off (`tradeoffs` then defaults to theirs). Must be None for a
+        model without exits.
       **to_tflite_options: other `to_tflite` arguments (check_data, atol, min_agreement, ...).
 
     Returns:
@@ -76,8 +100,9 @@ def bundle(
 
     Raises:
       FileExistsError: `out_dir` is not empty and `overwrite` is False.
-      ValueError / TypeError: bad arguments, or a `report` measured on other
-        weights than `model`'s (checked before anything is written).
+      ValueError / TypeError: bad arguments, a `report` measured on other
+        weights than `model`'s, a multi-exit model without `policy`, a policy
+        for another model or trade-off (checked before anything is written).
       ExportError: a file failed its check (nothing is written).
 
     Example:
@@ -95,20 +120,36 @@ def bundle(
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
     out_dir = _check_out_dir(out_dir, overwrite)
-    tradeoffs = _check_tradeoffs(model, tradeoffs)
-    labels = _check_labels(labels, _num_classes(model))
+    staged = staged_lib.is_staged(model, policy)
+    if staged:
+        tradeoffs = _check_tradeoffs(model, staged_lib.policy_tradeoffs(model, policy) if tradeoffs is None else tradeoffs)
+        pipelines = staged_lib.check_policies(model, policy, tradeoffs)
+    else:
+        tradeoffs = _check_tradeoffs(model, tradeoffs)
+    labels = _check_labels(labels, _num_classes(model, staged))
     rows = metadata_lib.report_rows(report)
     if rows is not None:
         metadata_lib.check_report_measured(model, rows)
     input_range = _check_range(input_range)
     if "tradeoff" in to_tflite_options or "path" in to_tflite_options:
         raise ValueError("`bundle` chooses each file's `tradeoff` and path itself; use `tradeoffs`.")
+    options = dict(quantize=quantize, representative_data=representative_data, **to_tflite_options)
+    if staged:
+        options = _staged_options(model, runtime_tradeoff, options)
 
     staging = files.staging_directory(out_dir)
     try:
-        options = dict(quantize=quantize, representative_data=representative_data, **to_tflite_options)
-        exported = _export_files(model, staging, tradeoffs, runtime_tradeoff, options)
+        if staged:
+            exported, stage_files, section = staged_lib.export_stages(model, staging, pipelines, *options)
+        else:
+            exported = _export_files(model, staging, tradeoffs, runtime_tradeoff, options)
         contents = metadata_lib.metadata(model, exported, tradeoffs, rows, input_range, labels, runtime_tradeoff)
+        if staged:
+            contents["files"] += [
+                {**metadata_lib.file_entry(name, tradeoff, result, None, False), "stage": stage}
+                for name, tradeoff, stage, result in stage_files
+            ]
+            contents["staged"] = section
         _write_text(staging, metadata_lib.BUNDLE_LABELS, "".join(label + "\n" for label in labels))
         _write_text(staging, metadata_lib.BUNDLE_METADATA, json.dumps(contents, indent=2) + "\n")
         files.move_into_place(staging, out_dir)
@@ -116,6 +157,24 @@ def bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return contents
+
+
+def _staged_options(model, runtime_tradeoff, options):
+    """(stage files' ExportOptions, calibration images or None, check images) of a staged bundle."""
+    defaults = {name: p.default for name, p in inspect.signature(to_tflite).parameters.items()}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(f"`bundle` got unexpected keyword arguments {unknown}.")
+    settings = {**defaults, **options}
+    checked = options_lib.check_staged_options(
+        model, runtime_tradeoff=runtime_tradeoff, quantize=settings["quantize"],
+        representative_data=settings["representative_data"], atol=settings["atol"],
+        min_agreement=settings["min_agreement"], int8_io=settings["int8_io"], max_samples=settings["max_samples"],
+    )
+    representative, check = tflite_lib.samples(
+        model, settings["representative_data"], settings["check_data"], checked.max_samples
+    )
+    return checked, representative, check
 
 
 def _export_files(model, staging, tradeoffs, runtime_tradeoff, options):
@@ -170,9 +229,12 @@ def _check_tradeoffs(model, tradeoffs):
     return tradeoffs
 
 
-def _num_classes(model):
+def _num_classes(model, staged):
+    """The number of classes (a multi-exit model's: its final output's), or None when not known."""
     outputs = model.outputs
-    return int(outputs[0].shape[-1]) if outputs is not None and len(outputs) == 1 else None
+    if outputs is None or not (len(outputs) == 1 or staged):
+        return None
+    return int(outputs[-1].shape[-1])
 
 
 def _check_labels(labels, classes):

@@ -67,9 +67,27 @@ def tflite_bytes(model, options, representative):
       ExportError: the converter failed (e.g. the graph needs Flex / select-TF ops).
     """
     function, holder = serving_function(model, options)
+    generator = None if representative is None else representative_dataset(representative, options)
+    return function_bytes(function, holder.weights, options, generator, model.name)
+
+
+def function_bytes(function, weights, options, representative, name):
+    """The `.tflite` bytes of a serving `tf.function` (its input signature names the file's inputs).
+
+    Args:
+      function: a `tf.function` with an input signature, returning a dict of named outputs.
+      weights: the Keras weights it reads (frozen into the file as constants).
+      options: the `ExportOptions` (quantization).
+      representative: the int8 calibration generator (a callable yielding
+        {input name: one example}), or None.
+      name: the model's name, for errors.
+
+    Raises:
+      ExportError: the converter failed (e.g. the graph needs Flex / select-TF ops).
+    """
     module = tf.Module()
     # Keras 3 wraps its tf.Variables: track them explicitly, so the SavedModel freezes them.
-    module.weights_ = [_compat.tf_variable(v) for v in holder.weights]
+    module.weights_ = [_compat.tf_variable(v) for v in weights]
     module.serve = function
     with tempfile.TemporaryDirectory(prefix="keras_smart_export_") as saved:
         try:
@@ -81,7 +99,7 @@ def tflite_bytes(model, options, representative):
                 warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
                 return converter.convert()
         except Exception as e:  # pylint: disable=broad-except
-            raise _conversion_error(model, e) from e
+            raise _conversion_error(name, e) from e
 
 
 def _configure(converter, options, representative):
@@ -93,14 +111,14 @@ def _configure(converter, options, representative):
         converter.target_spec.supported_types = [tf.float16]
     elif options.quantize == "int8":
         if representative is not None:  # full integer; a quantization-aware model has its ranges
-            converter.representative_dataset = representative_dataset(representative, options)
+            converter.representative_dataset = representative
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if options.int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
 
 
-def _conversion_error(model, error):
+def _conversion_error(name, error):
     message = str(error)
     flex = any(word in message.lower() for word in ("flex", "select", "not supported"))
     hint = (
@@ -109,4 +127,4 @@ def _conversion_error(model, error):
         if flex
         else ""
     )
-    return ExportError(f"Conversion of '{model.name}' to LiteRT failed.{hint} Converter said: {message}")
+    return ExportError(f"Conversion of '{name}' to LiteRT failed.{hint} Converter said: {message}")

@@ -21,6 +21,11 @@ def bundle_file(tradeoff):
     return f"tradeoff_{round(100 * tradeoff):03d}.tflite"
 
 
+def stage_file(tradeoff, stage):
+    """The name of a staged bundle's stage file: "tradeoff_040_stage2.tflite" (a plain model: "stage2.tflite")."""
+    return f"stage{stage}.tflite" if tradeoff is None else f"tradeoff_{round(100 * tradeoff):03d}_stage{stage}.tflite"
+
+
 def report_rows(report):
     """The report as a plain, JSON-safe dict with a "rows" list (or None)."""
     if report is None:
@@ -102,7 +107,7 @@ def metadata(model, exported, tradeoffs, rows, input_range, labels, runtime_trad
             }
             for tradeoff in tradeoffs
         ],
-        "files": [_file_entry(name, tradeoff, export, rows, runtime_tradeoff) for name, tradeoff, export in exported],
+        "files": [file_entry(name, tradeoff, export, rows, runtime_tradeoff) for name, tradeoff, export in exported],
     }
     if runtime_tradeoff:
         result["tradeoff_input"] = {"name": TRADEOFF_NAME, "shape": [1], "dtype": "float32", "range": [0.0, 1.0]}
@@ -118,8 +123,8 @@ def _input_entry(export, input_range):
     return entry
 
 
-def _file_entry(name, tradeoff, export, rows, runtime_tradeoff):
-    """One file's entry; a runtime-trade-off file's accuracies are under "tradeoffs" instead."""
+def file_entry(name, tradeoff, export, rows, runtime_tradeoff):
+    """One file's entry in "files"; a runtime-trade-off file's accuracies are under "tradeoffs" instead."""
     entry = {
         "file": name,
         "tradeoff": tradeoff,

@@ -84,8 +84,63 @@ def check_options(
     )
 
 
+def check_staged_options(
+    model,
+    *,
+    runtime_tradeoff,
+    quantize,
+    representative_data,
+    atol,
+    min_agreement,
+    int8_io,
+    max_samples,
+):
+    """Checks the settings of a staged (multi-exit) bundle; returns the `ExportOptions` of its stage files.
+
+    Each stage file is a plain model (the trade-off is baked); it takes and
+    gives float32 tensors, so that one stage's features feed the next as they are.
+    """
+    if validation.check_bool(runtime_tradeoff, "runtime_tradeoff"):
+        raise ValueError(
+            f"Model '{model.name}' has exits: its bundle is staged, one set of stage files per trade-off, because "
+            "each trade-off has its own exit thresholds (policy). runtime_tradeoff=True is not supported for a "
+            "staged bundle: pass `tradeoffs` (and a policy calibrated at each) instead."
+        )
+    if validation.check_bool(int8_io, "int8_io"):
+        raise ValueError(
+            "`int8_io=True` is not supported for a staged bundle: stages hand float32 features to each other "
+            "(int8 stages still compute in int8 inside). Leave int8_io unset."
+        )
+    if _check_wrappers(model, quantize):
+        raise ValueError(
+            f"Model '{model.name}' is quantization-aware trained (TF-MOT QuantizeWrapper layers); a staged bundle "
+            "of it is not supported. Export the model without exits, or quantize with quantize='int8' and "
+            "`representative_data` instead."
+        )
+    _check_quantize(quantize, representative_data is not None, False)
+    return ExportOptions(
+        smart=False,
+        quantization_aware=False,
+        tradeoff=None,
+        runtime_tradeoff=False,
+        quantize=quantize,
+        check_tradeoffs=(),
+        atol=validation.check_positive(atol, "atol"),
+        min_agreement=validation.check_real(min_agreement, "min_agreement", low=0.0, high=1.0),
+        int8_io=False,
+        max_samples=validation.check_int(max_samples, "max_samples", minimum=1),
+    )
+
+
 def _check_model(model, quantize):
     """Refuses what cannot be exported; returns whether the model is quantization-aware."""
+    quantization_aware = _check_wrappers(model, quantize)
+    inputs.check_single_io(model, "`to_tflite`")
+    return quantization_aware
+
+
+def _check_wrappers(model, quantize):
+    """Refuses TF-MOT pruning wrappers; returns whether the model is quantization-aware."""
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
     layer_classes = {type(layer).__name__ for layer in _compat.flatten_layers(model)}
@@ -101,7 +156,6 @@ def _check_model(model, quantize):
             f"Model '{model.name}' is quantization-aware trained (TF-MOT QuantizeWrapper layers): it exports "
             f"as int8 with the ranges it learned. Pass quantize='int8'. Received: quantize={quantize!r}"
         )
-    inputs.check_single_io(model, "`to_tflite`")
     return quantization_aware
 
 

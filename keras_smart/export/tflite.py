@@ -104,7 +104,7 @@ def to_tflite(
         max_samples=max_samples,
     )
     path = _check_path(path)
-    representative, check = _samples(model, representative_data, check_data, options.max_samples)
+    representative, check = samples(model, representative_data, check_data, options.max_samples)
     data = conversion.tflite_bytes(model, options, representative)
     return files.write_checked(
         data, path, lambda temporary: verify.verify(model, temporary, path, options, check)
@@ -121,7 +121,7 @@ def _check_path(path):
     return path
 
 
-def _samples(model, representative_data, check_data, max_samples):
+def samples(model, representative_data, check_data, max_samples):
     """(calibration inputs or None, check inputs): float32 arrays of at most `max_samples` inputs."""
     input_shape = tuple(model.inputs[0].shape)
 

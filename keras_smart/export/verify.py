@@ -29,10 +29,10 @@ def verify(model, temporary, path, options, check):
       ExportError: non-builtin operators, a file LiteRT cannot load or prepare,
         or outputs too far from Keras.
     """
-    ops, runner = _load(temporary)
+    ops, runner = load(temporary)
     tradeoffs = options.check_tradeoffs if options.runtime_tradeoff else (options.tradeoff,)
     max_diff, agreement = _compare(model, runner, check, tradeoffs, options)
-    _require_parity(max_diff, agreement, len(check), tradeoffs, options, path)
+    require_parity(max_diff, agreement, len(check), tradeoffs, options, path)
     return ExportResult(
         path=path,
         size_bytes=os.path.getsize(temporary),
@@ -105,7 +105,7 @@ def tensor_details(details):
     return tuple(rows)
 
 
-def _load(path):
+def load(path):
     """(operators, signature runner) of a file LiteRT loads and prepares with its default delegate."""
     try:
         ops = builtin_operators(path)
@@ -122,37 +122,52 @@ def _load(path):
 
 
 def _compare(model, runner, check, tradeoffs, options):
-    """(max abs difference, top-1 agreement) of the file against Keras over `check` at each trade-off.
-
-    The difference is in units of the largest Keras output magnitude when that exceeds 1: float32
-    round-off grows with the size of the logits, so large logits are compared relatively."""
+    """(max abs difference, top-1 agreement) of the file against Keras over `check` at each trade-off."""
     max_diff, agree, total = 0.0, 0, 0
     for tradeoff in tradeoffs:
         got = _litert_outputs(runner, check, tradeoff if options.runtime_tradeoff else None)
         expected = _keras_outputs(model, check, tradeoff, options.smart)
-        if got.shape != expected.shape:
-            raise ExportError(f"LiteRT output shape {got.shape} differs from Keras' {expected.shape}.")
-        scale = max(1.0, float(np.max(np.abs(expected)))) if got.size else 1.0
-        max_diff = max(max_diff, float(np.max(np.abs(got - expected))) / scale if got.size else 0.0)
-        agree += int(np.sum(np.argmax(got, -1) == np.argmax(expected, -1)))
-        total += int(np.prod(got.shape[:-1]))
+        diff, agreed, compared = compare_outputs(got, expected)
+        max_diff, agree, total = max(max_diff, diff), agree + agreed, total + compared
     return max_diff, agree / max(total, 1)
+
+
+def compare_outputs(got, expected):
+    """(max abs difference, examples whose top-1 class agrees, examples) of LiteRT logits against Keras'.
+
+    The difference is in units of the largest Keras output magnitude when that exceeds 1: float32
+    round-off grows with the size of the logits, so large logits are compared relatively."""
+    if got.shape != expected.shape:
+        raise ExportError(f"LiteRT output shape {got.shape} differs from Keras' {expected.shape}.")
+    scale = max(1.0, float(np.max(np.abs(expected)))) if got.size else 1.0
+    max_diff = float(np.max(np.abs(got - expected))) / scale if got.size else 0.0
+    agree = int(np.sum(np.argmax(got, -1) == np.argmax(expected, -1)))
+    return max_diff, agree, int(np.prod(got.shape[:-1]))
 
 
 def _litert_outputs(runner, x, tradeoff):
     """The file's float32 outputs on `x` (`tradeoff`: its trade-off input, or None for a baked file)."""
-    inputs, outputs = runner.get_input_details(), runner.get_output_details()
-    feeds = {INPUT_NAME: _quantized(x, inputs[INPUT_NAME])}
+    feeds = {INPUT_NAME: x}
     if tradeoff is not None:
-        feeds[TRADEOFF_NAME] = _quantized(np.array([tradeoff], np.float32), inputs[TRADEOFF_NAME])
+        feeds[TRADEOFF_NAME] = np.array([tradeoff], np.float32)
+    return run(runner, feeds)[OUTPUT_NAME]
+
+
+def run(runner, feeds):
+    """Runs a signature runner on float32 `feeds` ({input name: array}); returns {output name: float32 array}.
+
+    Quantized inputs and outputs are converted with their scale and zero point.
+    """
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
     try:
-        got = runner(**feeds)[OUTPUT_NAME]
+        got = runner(**{name: to_input(value, inputs[name]) for name, value in feeds.items()})
     except Exception as e:  # pylint: disable=broad-except
         raise ExportError(f"LiteRT could not run the file: {e}") from e
-    return _dequantized(got, outputs[OUTPUT_NAME])
+    return {name: from_output(value, outputs[name]) for name, value in got.items()}
 
 
-def _quantized(value, detail):
+def to_input(value, detail):
+    """`value` (float32) as the file's input `detail` wants it: cast, or quantized with its scale and zero point."""
     scale, zero_point = detail["quantization"]
     if not scale:
         return value.astype(detail["dtype"])
@@ -160,7 +175,8 @@ def _quantized(value, detail):
     return np.clip(np.round(value / scale + zero_point), info.min, info.max).astype(detail["dtype"])
 
 
-def _dequantized(value, detail):
+def from_output(value, detail):
+    """A file's output as float32: cast, or dequantized with its scale and zero point."""
     scale, zero_point = detail["quantization"]
     return value.astype("float32") if not scale else (value.astype("float32") - zero_point) * scale
 
@@ -172,8 +188,8 @@ def _keras_outputs(model, x, tradeoff, smart):
         return np.asarray(model(x, training=False), dtype="float32")
 
 
-def _require_parity(max_diff, agreement, samples, tradeoffs, options, path):
-    """Float files must match within `atol`; quantized ones must agree on top-1 often enough."""
+def require_parity(max_diff, agreement, samples, tradeoffs, options, path):
+    """Float files must match within `atol`; quantized ones must agree on top-1 often enough (else ExportError)."""
     where = f" at trade-offs {list(tradeoffs)}" if options.runtime_tradeoff else ""
     if options.quantize is None:
         if not max_diff <= options.atol:

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_smart import _compat
-from keras_smart import attacks
+from keras_smart import multi_exit_training
 from keras_smart.attacks import common as attacks_common
 from keras_smart.layers import base
 
@@ -37,7 +37,9 @@ class MaskGradients:
 
     At all-ones masks |dL/dm| = |W * dL/dW| is SNIP's connection sensitivity; at
     binary masks it is the straight-through gradient of learned scores. Noise is
-    held at its expectation and batch-norm runs in inference mode.
+    held at its expectation and batch-norm runs in inference mode. A multi-exit
+    model's loss is the sum over its exits, and its adversarial batches come from
+    the max-average attack (the training default).
     """
 
     def __init__(self, model, kernels, attack, loss_fn):
@@ -47,6 +49,7 @@ class MaskGradients:
         self._variables = [
             [_compat.tf_variable(v) for v in _path_variables(kernels, path)] for path in (0, 1)
         ]
+        self._exits = multi_exit_training.output_count(model)
         self._function = tf.function(self._gradients, reduce_retracing=True)
 
     def _gradients(self, x, y, path):
@@ -57,10 +60,13 @@ class MaskGradients:
 
         with base.expected_noise(), base.tradeoff_override(float(path)):
             if path:
-                x = attacks.run(self._attack, model_fn, x, y)
+                x = multi_exit_training.run_attack(
+                    self._attack, model_fn, x, y, exits=self._exits, exit_attack="max_average", exit_index=-1
+                )
             with tf.GradientTape() as tape:
                 tape.watch(variables)
-                loss = tf.reduce_sum(tf.cast(self._loss_fn(y, model_fn(x)), tf.float32))
+                outputs = tf.nest.flatten(model_fn(x))
+                loss = tf.add_n([tf.reduce_sum(tf.cast(self._loss_fn(y, logits), tf.float32)) for logits in outputs])
         return tape.gradient(loss, variables)
 
     def __call__(self, x, y, path):

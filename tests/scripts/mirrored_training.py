@@ -1,7 +1,8 @@
 """Adversarial training under MirroredStrategy on two logical CPU devices (run in its own process).
 
 Prints one JSON line; tests/test_training.py runs it, since devices must be set
-before TensorFlow initialises them.
+before TensorFlow initialises them. `mirrored_training.py METHOD multi_exit`
+trains a two-exit model (tests/test_multi_exit_training.py) on one label array.
 """
 
 import json
@@ -20,12 +21,15 @@ def main():
     keras = _compat.keras
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     method = sys.argv[1] if len(sys.argv) > 1 else "smart"
+    multi_exit = sys.argv[2:] == ["multi_exit"]
     with strategy.scope():
         inputs = keras.Input((8, 8, 1))
         h = keras.layers.Conv2D(4, 3, padding="same")(inputs)
-        h = keras.layers.BatchNormalization()(h)
-        h = keras.layers.Flatten()(keras.layers.ReLU()(h))
-        smart = keras_smart.convert(keras.Model(inputs, keras.layers.Dense(3)(h)), method)
+        h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+        outputs = keras.layers.Dense(3, name="logits")(keras.layers.Flatten()(h))
+        if multi_exit:
+            outputs = [keras.layers.Dense(3, name="exit_1")(keras.layers.GlobalAveragePooling2D()(h)), outputs]
+        smart = keras_smart.convert(keras.Model(inputs, outputs), method)
         smart.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(0)
     x = rng.random((64, 8, 8, 1)).astype("float32")
@@ -36,6 +40,7 @@ def main():
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
         "loss": [float(v) for v in history.history["loss"]],
+        "logs": sorted(history.history),
         "adv_accuracy": float(history.history["adv_accuracy"][-1]),
         "clean_stats_moved": bool(np.any(bn.moving_mean.numpy() != 0)),
         "adv_stats_moved": bool(np.any(bn.adv_moving_mean.numpy() != 0)),
