@@ -190,6 +190,16 @@ class SmartModel(keras.Model):
         args, kwargs = exit_training.broadcast_metrics(self, args, kwargs)
         super().compile(*args, **kwargs)
 
+    def compile_from_config(self, config):
+        """What Keras does when it loads a compiled model, which it skips for any model overriding `compile`.
+
+        Without it a loaded SmartModel would come back uncompiled: no optimizer, no step count to resume from.
+        """
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        optimizer = getattr(self, "optimizer", None)
+        if isinstance(optimizer, keras.optimizers.Optimizer) and self.built:
+            optimizer.build(self.trainable_variables)  # its variables exist, so the saved state loads into them
+
     @property
     def metrics(self):
         metrics = list(super().metrics)
