@@ -174,6 +174,8 @@ def _start(*args, env=None, **popen):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(keras_smart.KERAS_FLAVOUR != "tf_keras", reason="suite time: one flavour runs the CLI end to end "
+                    "(tf_keras here, the multi-exit run below in Keras 3; the demo test runs in both)")
 def test_subcommands_train_evaluate_and_export_a_run(tmp_path):
     args = ["train", f"--output_dir={tmp_path / 'run'}", "--epochs=1", "--max_examples=64", "--attack_steps=1",
             "--mask_warmup=0", "--eps_warmup=0"]
@@ -205,6 +207,8 @@ def test_subcommands_train_evaluate_and_export_a_run(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(keras_smart.KERAS_FLAVOUR != "keras3", reason="suite time: the single-exit subcommand run above "
+                    "covers tf_keras; tests/export/test_staged.py checks staged bundles in both flavours")
 def test_a_run_with_exits_calibrates_on_held_out_examples_and_exports_stages(tmp_path):
     # One epoch: masks are designed after the first (mask_warmup=1), which multi-exit models do not support yet.
     settings = cli.TrainSettings(**{**TINY.__dict__, "epochs": 1, "max_examples": 64, "exits": ("pool1", "pool2")})

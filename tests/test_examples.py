@@ -33,6 +33,8 @@ def test_quickstart_runs_and_its_claims_hold(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(keras_smart.KERAS_FLAVOUR != "keras3", reason="suite time (80 s): the recipe runs through "
+                    "keras_smart.cli.runs, which the CLI tests exercise in tf_keras")
 def test_cifar10_mobilenet_trains_evaluates_and_writes_the_report_and_the_bundle(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     out = tmp_path / "run"
