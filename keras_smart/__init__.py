@@ -9,7 +9,9 @@ from keras_smart import evaluation
 from keras_smart import exits
 from keras_smart import export
 from keras_smart import layers
+from keras_smart import noise
 from keras_smart import pruning
+from keras_smart import quantization
 from keras_smart.config import AdversarialConfig
 from keras_smart.config import AttackConfig
 from keras_smart.config import MaskConfig
@@ -27,6 +29,7 @@ from keras_smart.masks import count_nonzero
 from keras_smart.masks import design_masks
 from keras_smart.masks import get_masks
 from keras_smart.masks import set_masks
+from keras_smart.noise import ensemble
 from keras_smart.recalibration import recalibrate_batchnorm
 from keras_smart.training import SmartModel
 from keras_smart.version import __version__
@@ -55,6 +58,7 @@ __all__ = [
     "count_nonzero",
     "data",
     "design_masks",
+    "ensemble",
     "evaluate_tradeoff",
     "evaluation",
     "exits",
@@ -63,7 +67,9 @@ __all__ = [
     "get_tradeoff",
     "keras",
     "layers",
+    "noise",
     "pruning",
+    "quantization",
     "recalibrate_batchnorm",
     "set_masks",
     "set_tradeoff",

@@ -79,7 +79,7 @@ def convert(model, method="smart", skip=None, **options):
     options = registry.renamed_options(options)
     registry.check_options(method, options)
     _check_convertible(model)
-    skipped = _skip_predicate(model, skip)
+    skipped = skip_predicate(model, skip)
     swaps = registry.SWAPS[method]
     seeds = itertools.count()
 
@@ -91,10 +91,10 @@ def convert(model, method="smart", skip=None, **options):
         layer_options = registry.layer_options(method, conditional_class, options)
         if "seed" in conditional_class.conditional_config_keys and options.get("seed") is not None:
             layer_options["seed"] = options["seed"] + next(seeds)  # distinct noise per layer
-        return _retarget_entry(entry, conditional_class, {**entry["config"], **layer_options})
+        return retarget_entry(entry, conditional_class, {**entry["config"], **layer_options})
 
-    converted = _rebuild(model, to_conditional, training.SmartModel)
-    _copy_weights(model, converted, lambda source, target: target.copy_source_weights(source))
+    converted = rebuild(model, to_conditional, training.SmartModel)
+    copy_weights(model, converted, lambda source, target: target.copy_source_weights(source))
     _warn_unconverted(converted, method, source=model)
     return converted
 
@@ -104,7 +104,9 @@ def strip(model, tradeoff=None):
 
     Masks are multiplied into the kernels, the batch-norm set of the chosen path
     is kept, FiLM is folded into the batch-norm's scale and shift, and weight
-    noise is replaced by its expectation (zero). The result computes what the
+    noise is replaced by its expectation (zero). Layers that are not
+    conditional are kept as they are, `keras_smart.noise`'s NoiseInjection
+    layers included. The result computes what the
     SmartModel computes at `tradeoff` (for noisy methods: inside
     `keras_smart.layers.expected_noise()`).
 
@@ -128,10 +130,10 @@ def strip(model, tradeoff=None):
     def to_plain(layer, entry):
         if not isinstance(layer, base.ConditionalLayer):
             return entry
-        return _retarget_entry(entry, layer.source_class, layer.source_config(), builtin=True)
+        return retarget_entry(entry, layer.source_class, layer.source_config(), builtin=True)
 
-    plain = _rebuild(smart, to_plain, keras.Model)
-    _copy_weights(
+    plain = rebuild(smart, to_plain, keras.Model)
+    copy_weights(
         smart,
         plain,
         lambda source, target: source.assign_folded_to(target, tradeoff),
@@ -186,8 +188,8 @@ def clone(model):
       (False, 'SmartModel', True)
     """
     model_class = training.SmartModel if isinstance(model, training.SmartModel) else keras.Model
-    twin = _rebuild(model, lambda layer, entry: entry, model_class)
-    _copy_weights(model, twin, lambda source, target: target.set_weights(source.get_weights()))
+    twin = rebuild(model, lambda layer, entry: entry, model_class)
+    copy_weights(model, twin, lambda source, target: target.set_weights(source.get_weights()))
     if isinstance(twin, training.SmartModel):
         twin.tradeoff_variable.assign(model.tradeoff_variable)
     return twin
@@ -286,7 +288,7 @@ def _model_config(model):
         raise
 
 
-def _retarget_entry(entry, cls, layer_config, builtin=False):
+def retarget_entry(entry, cls, layer_config, builtin=False):
     """A layer entry of a model config, pointed at `cls` with `layer_config`."""
     entry = dict(entry)
     entry["class_name"] = cls.__name__
@@ -315,9 +317,11 @@ def _rewrite(config, model, rewrite_entry):
     return {**config, "layers": entries}
 
 
-def _rebuild(model, rewrite_entry, model_class):
-    """A new model of `model_class` from `model`'s config with its layer entries rewritten."""
+def rebuild(model, rewrite_entry, model_class, transform=None):
+    """A new model of `model_class` from `model`'s config with its layer entries rewritten (then transformed)."""
     config = _rewrite(_model_config(model), model, rewrite_entry)
+    if transform is not None:
+        config = transform(config)
     # Only classes Keras cannot find by itself: a user's unregistered layers and ours. Scoping a
     # built-in name (e.g. "Add") would shadow the op of the same name that `x + 3.0` records.
     objects = {
@@ -373,7 +377,7 @@ def _live_lambdas(model, config):
     return {"KerasSmartLiveLambda": LiveLambda}
 
 
-def _copy_weights(source_model, target_model, copy_conditional):
+def copy_weights(source_model, target_model, copy_conditional):
     """Copies weights layer by layer, matched by name, into nested models.
 
     Where one side of a pair is a conditional layer (the target in `convert`,
@@ -385,14 +389,14 @@ def _copy_weights(source_model, target_model, copy_conditional):
         if source is None or not (source.weights or isinstance(target, keras.Model)):
             continue
         if isinstance(target, keras.Model):
-            _copy_weights(source, target, copy_conditional)
+            copy_weights(source, target, copy_conditional)
         elif isinstance(target, base.ConditionalLayer) or isinstance(source, base.ConditionalLayer):
             copy_conditional(source, target)
         else:
             target.set_weights(source.get_weights())
 
 
-def _skip_predicate(model, skip):
+def skip_predicate(model, skip):
     """`skip` (None, layer names or a predicate) as a predicate on layers; unknown names raise."""
     if skip is None:
         return lambda layer: False
@@ -439,3 +443,4 @@ def _warn_unconverted(model, method, source):
         UnconvertedLayersWarning,
         stacklevel=3,
     )
+

@@ -50,16 +50,33 @@ SWAPS = {
 # Options a method sets itself; a user cannot override them.
 FIXED_OPTIONS = {config_lib.Method.FLOATS: {"masked": True}, config_lib.Method.FLOAT: {"masked": False}}
 
+# What `keras_smart.quantization.binary_relax` swaps a plain kernel layer for (relaxed, no masks or noise).
+QUANTIZED = {
+    keras.layers.Conv1D: cl.QuantizedConv1D,
+    keras.layers.Conv2D: cl.QuantizedConv2D,
+    keras.layers.Conv3D: cl.QuantizedConv3D,
+    keras.layers.Conv2DTranspose: cl.QuantizedConv2DTranspose,
+    keras.layers.DepthwiseConv2D: cl.QuantizedDepthwiseConv2D,
+    keras.layers.SeparableConv2D: cl.QuantizedSeparableConv2D,
+    keras.layers.Dense: cl.QuantizedDense,
+    keras.layers.EinsumDense: cl.QuantizedEinsumDense,
+}
+
 CONDITIONAL_CLASSES = tuple(
-    {cls.__name__: cls for swaps in SWAPS.values() for cls in swaps.values()}.values()
+    {cls.__name__: cls for swaps in (*SWAPS.values(), QUANTIZED) for cls in swaps.values()}.values()
 )
+
+# Layer arguments only `binary_relax` sets: never `convert` options.
+_NOT_CONVERT_OPTIONS = {"quantization"}
 
 
 def accepted_options(method):
     """The `convert` options a method accepts (the conditional layers' own arguments)."""
     fixed = FIXED_OPTIONS.get(method, {})
     return sorted(
-        {key for cls in SWAPS[method].values() for key in cls.conditional_config_keys} - set(fixed)
+        {key for cls in SWAPS[method].values() for key in cls.conditional_config_keys}
+        - set(fixed)
+        - _NOT_CONVERT_OPTIONS
     )
 
 
@@ -88,8 +105,9 @@ def check_options(method, options):
     accepted = accepted_options(method)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
+        hint = " Quantize with keras_smart.quantization.binary_relax(model)." if "quantization" in unknown else ""
         raise ValueError(
-            f"Unknown option(s) {unknown} for method='{method.value}'. Accepted: {accepted}"
+            f"Unknown option(s) {unknown} for method='{method.value}'. Accepted: {accepted}.{hint}"
         )
     for conditional_class in set(SWAPS[method].values()):
         conditional_class.check_options(**layer_options(method, conditional_class, options))
@@ -186,7 +204,8 @@ def method_of(model):
 
     Read from the layers, so it also answers for a model loaded from a `.keras`
     file: dual-mask kernels mean SMART, noisy kernels FLOAT (FLOATS when they
-    carry a mask), FiLM layers OAT. None for a plain model, a model with only
+    carry a mask), FiLM layers OAT; plain quantized layers (`binary_relax` of a
+    plain model) count for no method. None for a plain model, a model with only
     dual normalisation layers (every kernel skipped), or a mix of methods.
 
     Example:
@@ -194,7 +213,10 @@ def method_of(model):
       'floats'
     """
     kinds = set()
+    quantized_plain = tuple(QUANTIZED.values())
     for layer in _compat.flatten_layers(model):
+        if isinstance(layer, quantized_plain):  # no masks, no noise: no method
+            continue
         if isinstance(layer, cl.ConditionalKernel):
             if layer.mask_kind == "dual":
                 kinds.add(config_lib.Method.SMART)

@@ -73,15 +73,16 @@ def evaluate_tradeoff(
     above the row's worst case): PGD at those settings is too weak to judge
     the model.
 
-    Randomised models (float, floats, SMART's noise mode at lam > 0) draw fresh
-    noise on every forward pass. `noise="sample"` evaluates them as trained: the
+    Randomised models (float, floats, SMART's noise mode at lam > 0; models
+    with NoiseInjection layers, `keras_smart.noise`, at every trade-off) draw
+    fresh noise on every forward pass. `noise="sample"` evaluates them as trained: the
     noise, like the attacks' random draws, is seeded by `seed` inside the
     evaluation's own compiled functions (the whole evaluation reproduces, and
     TensorFlow's and NumPy's global random state are left as they were), and
     with `eot_samples` = k > 1 every attack gradient (and Square's loss) is the
     mean over k draws (expectation over transformation); k = 1 is a fixed
     seed without EOT. `noise="expected"` evaluates the deterministic model with
-    noise at its mean (what `strip` and export compute).
+    noise at its mean (what export computes; `strip` folds weight noise so).
 
     A multi-exit model (`keras_smart.exits.attach`) is evaluated under its exit
     `policy`: every prediction, clean or attacked, is the class of the exit the
@@ -332,19 +333,21 @@ def _method_name(model, smart):
 def _randomness(plan):
     """How the report handled randomness: deterministic, noise at its mean, a fixed seed, or EOT."""
     if plan.noise == "expected" and plan.has_noise:
-        return {"mode": "expected_noise", "note": "weight noise at its mean (what strip/export compute)"}
+        return {"mode": "expected_noise", "note": "weight noise and injected noise at their mean (what export computes)"}
     randomised_rows = [t for t in plan.tradeoffs if plan.randomised(t)]
     if not randomised_rows:
         return {"mode": "deterministic"}
     eot = plan.eot_for(1.0)
+    sources = [s for s, on in (("weight noise", plan.noisy), ("injected noise (NoiseInjection)", plan.injected)) if on]
     return {
         "mode": "eot" if eot > 1 else "fixed_seed",
         "eot_samples": eot,
         "seed": plan.seed,
         "randomised_rows": randomised_rows,
         "note": (
-            "fresh weight noise on every forward pass, seeded by `seed` inside the evaluation (TensorFlow's global "
-            "seed untouched); "
+            f"fresh {' and '.join(sources)} on every forward pass"
+            + (" at every trade-off" if plan.injected else "")
+            + ", seeded by `seed` inside the evaluation (TensorFlow's global seed untouched); "
             + (f"each attack gradient (and Square's loss) averaged over {eot} draws; " if eot > 1 else "")
             + "accuracies from one draw per example"
         ),

@@ -14,6 +14,7 @@ from keras_smart.evaluation import exits as exit_eval
 from keras_smart.evaluation import forward as forward_lib
 from keras_smart.evaluation import suite
 from keras_smart.layers import conditional_kernel as ck
+from keras_smart.layers import noise_injection
 
 keras = _compat.keras
 
@@ -28,10 +29,11 @@ class Plan:
       names: the listed attack names; components: the attacks that run.
       eps, norm, clip: the threat model (clip = (min, max) of valid inputs).
       max_examples, batch_size, seed, eot_samples, noise, options: as passed, checked.
-      noisy: the model draws weight noise and `noise` is "sample" (randomised rows).
-      has_noise: the model has noisy layers at all.
+      noisy: the model draws weight noise and `noise` is "sample" (randomised rows at lam > 0).
+      has_noise: the model has noisy layers at all (weight noise or NoiseInjection).
       blend: some layer blends its masks (tradeoff_mode="blend").
       policy: the `ExitPolicy` of a multi-exit model (None: one output).
+      injected: the model has NoiseInjection layers and `noise` is "sample" (every row randomised).
     """
 
     smart: bool
@@ -51,6 +53,7 @@ class Plan:
     has_noise: bool
     blend: bool
     policy: object = None
+    injected: bool = False
 
     @property
     def exits(self):
@@ -63,8 +66,9 @@ class Plan:
         return 2 + len(self.components) if self.policy is None else exit_eval.row_steps(self)
 
     def randomised(self, tradeoff):
-        """Whether the row at `tradeoff` draws fresh weight noise (noise scales with lam: none at 0)."""
-        return self.noisy and (tradeoff is None or tradeoff > 0)
+        """Whether the row at `tradeoff` draws fresh noise: weight noise scales with lam (none at 0);
+        NoiseInjection layers draw at every trade-off."""
+        return self.injected or (self.noisy and (tradeoff is None or tradeoff > 0))
 
     def eot_for(self, tradeoff):
         """Forward passes each gradient (and Square's loss) averages over in the row at `tradeoff`."""
@@ -108,12 +112,13 @@ def make_plan(model, *, tradeoffs, attacks, eps, norm, max_examples, batch_size,
         art.import_art("art.attacks.evasion", "SquareAttack")  # fail now, not after the gradient attacks
     layers = _compat.flatten_layers(model)
     has_noise = any(isinstance(l, ck.ConditionalKernel) and l.noisy for l in layers)
+    injected = any(isinstance(l, noise_injection.NoiseInjection) and l.sigma > 0 for l in layers)
     return Plan(
         smart=smart, tradeoffs=tradeoffs, names=names, components=components, eps=eps, norm=norm, clip=clip,
         max_examples=max_examples, batch_size=batch_size, seed=seed, eot_samples=eot_samples, noise=noise,
-        options=options, noisy=has_noise and noise == "sample", has_noise=has_noise,
+        options=options, noisy=has_noise and noise == "sample", has_noise=has_noise or injected,
         blend=any(getattr(l, "tradeoff_mode", None) == config_lib.TradeoffMode.BLEND.value for l in layers),
-        policy=policy,
+        policy=policy, injected=injected and noise == "sample",
     )
 
 

@@ -20,7 +20,8 @@ def serving_function(model, options):
 
     A runtime-trade-off function takes the trade-off as a second input (float32,
     shape [1], clipped to [0, 1]) and computes each path with its own constant
-    kernels; a baked one runs `keras_smart.strip(model, tradeoff)`.
+    kernels; a baked one runs `keras_smart.strip(model, tradeoff)`. Both run
+    with noise at its expectation (`expected_noise()`), NoiseInjection included.
     """
     spec = tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32, name=INPUT_NAME)
     if options.runtime_tradeoff:
@@ -36,7 +37,9 @@ def serving_function(model, options):
     exported = strip(model, tradeoff=options.tradeoff) if options.smart else model
 
     def serve(input):  # pylint: disable=redefined-builtin
-        return {OUTPUT_NAME: tf.cast(exported(input, training=False), tf.float32)}
+        with base.expected_noise():  # NoiseInjection layers (strip keeps them) at their expectation: identity
+            outputs = exported(input, training=False)
+        return {OUTPUT_NAME: tf.cast(outputs, tf.float32)}
 
     return tf.function(serve, input_signature=[spec]), exported
 

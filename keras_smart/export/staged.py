@@ -10,6 +10,7 @@ each trade-off keeps its single-file model (the final exit only, what a
 bundle without exits holds): the app's fallback and the latency baseline.
 """
 
+import contextlib
 import json
 import os
 
@@ -184,7 +185,8 @@ def _serving_function(stage):
     ]
 
     def serve(*tensors):
-        outputs = stage.model(list(tensors), training=False)
+        with base.expected_noise():  # NoiseInjection layers at their expectation, as in every export
+            outputs = stage.model(list(tensors), training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return {name: tf.cast(o, tf.float32) for name, o in zip(stage.output_names, outputs)}
 
@@ -197,7 +199,8 @@ def _stage_inputs(stages, x):
     for stage in stages:
         found.append(feeds)
         if stage.feature_names:
-            outputs = stage.model.predict([feeds[name] for name in stage.input_names], batch_size=64, verbose=0)
+            with base.expected_noise():
+                outputs = stage.model([feeds[name] for name in stage.input_names], training=False)
             feeds = {name: np.asarray(o, np.float32) for name, o in zip(stage.output_names, outputs)}
     return found
 
@@ -214,10 +217,8 @@ def _representative(stage, inputs):
 
 def keras_exits(model, x, tradeoff):
     """The Keras model's logits of every exit on `x` (float32 arrays), at `tradeoff` for a SmartModel."""
-    if isinstance(model, training.SmartModel):
-        with base.expected_noise(), base.tradeoff_override(float(tradeoff)):
-            outputs = model(x, training=False)
-    else:
+    override = base.tradeoff_override(float(tradeoff)) if isinstance(model, training.SmartModel) else contextlib.nullcontext()
+    with base.expected_noise(), override:
         outputs = model(x, training=False)
     return [np.asarray(o, np.float32) for o in outputs]
 

@@ -183,7 +183,8 @@ def from_output(value, detail):
 
 def _keras_outputs(model, x, tradeoff, smart):
     if not smart:
-        return np.asarray(model(x, training=False), dtype="float32")
+        with base.expected_noise():  # a plain model's NoiseInjection layers, as exported
+            return np.asarray(model(x, training=False), dtype="float32")
     with base.expected_noise(), base.tradeoff_override(float(tradeoff)):
         return np.asarray(model(x, training=False), dtype="float32")
 

@@ -18,6 +18,7 @@ from keras_smart.layers.dual_mask import DualMaskDepthwiseConv2D
 from keras_smart.layers.dual_mask import DualMaskEinsumDense
 from keras_smart.layers.dual_mask import DualMaskSeparableConv2D
 from keras_smart.layers.film import FiLMDualBatchNormalization
+from keras_smart.layers.noise_injection import NoiseInjection
 from keras_smart.layers.noisy import NoisyConv1D
 from keras_smart.layers.noisy import NoisyConv2D
 from keras_smart.layers.noisy import NoisyConv2DTranspose
@@ -26,6 +27,14 @@ from keras_smart.layers.noisy import NoisyDense
 from keras_smart.layers.noisy import NoisyDepthwiseConv2D
 from keras_smart.layers.noisy import NoisyEinsumDense
 from keras_smart.layers.noisy import NoisySeparableConv2D
+from keras_smart.layers.quantized_layers import QuantizedConv1D
+from keras_smart.layers.quantized_layers import QuantizedConv2D
+from keras_smart.layers.quantized_layers import QuantizedConv2DTranspose
+from keras_smart.layers.quantized_layers import QuantizedConv3D
+from keras_smart.layers.quantized_layers import QuantizedDense
+from keras_smart.layers.quantized_layers import QuantizedDepthwiseConv2D
+from keras_smart.layers.quantized_layers import QuantizedEinsumDense
+from keras_smart.layers.quantized_layers import QuantizedSeparableConv2D
 
 __all__ = [
     "ConditionalKernel",
@@ -42,6 +51,7 @@ __all__ = [
     "DualMaskMultiHeadAttention",
     "DualMaskSeparableConv2D",
     "FiLMDualBatchNormalization",
+    "NoiseInjection",
     "NoisyConv1D",
     "NoisyConv2D",
     "NoisyConv2DTranspose",
@@ -51,6 +61,14 @@ __all__ = [
     "NoisyEinsumDense",
     "NoisyMultiHeadAttention",
     "NoisySeparableConv2D",
+    "QuantizedConv1D",
+    "QuantizedConv2D",
+    "QuantizedConv2DTranspose",
+    "QuantizedConv3D",
+    "QuantizedDense",
+    "QuantizedDepthwiseConv2D",
+    "QuantizedEinsumDense",
+    "QuantizedSeparableConv2D",
     "expected_noise",
     "separate_paths",
     "tradeoff_override",

@@ -11,8 +11,12 @@ import tensorflow as tf
 
 from keras_smart import _compat
 from keras_smart.layers import base
+from keras_smart.layers import quantized
 
 keras = _compat.keras
+
+# A float32 weight that stays float32 under mixed precision.
+_FLOAT32 = {"dtype": "float32", **_compat.NO_AUTOCAST}
 
 
 class ConditionalKernel(base.ConditionalLayer):
@@ -22,13 +26,44 @@ class ConditionalKernel(base.ConditionalLayer):
     shared by both paths; None) and whether the kernels are `noisy`.
 
     Kernel at trade-off lam (a = path weight, see `path_weight`):
+      quantized: W is first replaced by Binary-Relax's relaxed kernel
+              (W + eta * Q(W)) / (1 + eta), Q over the union of the kernel's
+              masks, eta = the "relax_eta" weight (see `layers.quantized`)
       noisy:  W + lam * |alpha| * std(W) * eta * [W != 0], eta ~ N(0, 1) per call
       dual:   (...) * ((1 - a) * M_clean + a * M_adv)
       single: (...) * M
+
+    Args (besides the subclass's and the Keras layer's own):
+      quantization: None, or {"bits": one of `quantized.BITS`, "per_channel":
+        bool}: relax the kernels towards that level set (set by
+        `keras_smart.quantization.binary_relax`).
     """
 
     mask_kind = None
     noisy = False
+    RELAX_ETA = "relax_eta"
+    _quantization = None
+
+    def __init__(self, *args, quantization=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Set past Keras's attribute tracking, which would wrap the dict in both flavours.
+        object.__setattr__(self, "_quantization", quantized.check_quantization(quantization))
+
+    @property
+    def quantization(self):
+        """{"bits": one of `quantized.BITS`, "per_channel": bool}, or None: not relaxed."""
+        return None if self._quantization is None else dict(self._quantization)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.quantization is not None:
+            config["quantization"] = self.quantization
+        return config
+
+    def source_config(self):
+        config = super().source_config()
+        config.pop("quantization", None)
+        return config
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -54,6 +89,8 @@ class ConditionalKernel(base.ConditionalLayer):
             names.extend(self.mask_names(kernel_name))
             if self.noisy:
                 names.append(self.noise_scale_name(kernel_name))
+        if self.quantization is not None:
+            names.append(self.RELAX_ETA)
         return tuple(names)
 
     def build(self, input_shape):
@@ -78,6 +115,10 @@ class ConditionalKernel(base.ConditionalLayer):
                         trainable=True,
                     ),
                 )
+        if self.quantization is not None:
+            self.relax_eta = self.add_weight(
+                name=self.RELAX_ETA, shape=(), initializer="ones", trainable=False, **_FLOAT32
+            )
 
     # --- computation ----------------------------------------------------------------------------
 
@@ -88,7 +129,10 @@ class ConditionalKernel(base.ConditionalLayer):
     def conditional_kernel(self, kernel_name, lam):
         """The kernel this layer computes with at trade-off `lam` (a float32 scalar tensor)."""
         dtype = self.compute_dtype
-        kernel = tf.cast(getattr(self, kernel_name), dtype)
+        if self.quantization is not None:
+            kernel = tf.cast(self._relaxed_kernel(kernel_name), dtype)
+        else:
+            kernel = tf.cast(getattr(self, kernel_name), dtype)
         if self.noisy and base.noise_enabled():
             scale = tf.abs(tf.cast(getattr(self, self.noise_scale_name(kernel_name)), dtype))
             spread = tf.stop_gradient(tf.math.reduce_std(kernel))
@@ -106,6 +150,32 @@ class ConditionalKernel(base.ConditionalLayer):
         elif self.mask_kind == "single":
             kernel = kernel * masks[0]
         return kernel
+
+    # --- Binary-Relax quantization ---------------------------------------------------------------
+
+    def quantization_support(self, kernel_name):
+        """The weights of one kernel that some mask keeps (the union of its masks), as a NumPy
+        0/1 array; None when the kernel has no mask (every weight is kept)."""
+        masks = list(self.kernel_masks(kernel_name).values())
+        if not masks:
+            return None
+        return np.maximum.reduce([np.asarray(m, "float32") for m in masks]) if len(masks) > 1 else masks[0]
+
+    def _support_tensor(self, kernel_name):
+        masks = [tf.cast(getattr(self, name), tf.float32) for name in self.mask_names(kernel_name)]
+        if not masks:
+            return None
+        return masks[0] if len(masks) == 1 else tf.maximum(masks[0], masks[1])
+
+    def _relaxed_kernel(self, kernel_name):
+        """The relaxed float32 kernel (W + eta * Q(W)) / (1 + eta) at the layer's relax_eta."""
+        return quantized.relaxed(
+            tf.cast(getattr(self, kernel_name), tf.float32),
+            self.quantization["bits"],
+            tf.convert_to_tensor(self.relax_eta),
+            axes=self.channel_axes(kernel_name) if self.quantization["per_channel"] else None,
+            support=self._support_tensor(kernel_name),
+        )
 
     def call(self, inputs):
         lam = self.current_tradeoff()
@@ -151,6 +221,8 @@ class ConditionalKernel(base.ConditionalLayer):
         path = float(self.path_weight(tf.constant(tradeoff, tf.float32)))
         folded = {k: v for k, v in values.items() if k not in self.conditional_weight_names()}
         for kernel_name in self.kernel_names:
+            if self.quantization is not None:
+                values[kernel_name] = folded[kernel_name] = np.asarray(self._relaxed_kernel(kernel_name))
             masks = [values[name] for name in self.mask_names(kernel_name)]
             if self.mask_kind == "dual":
                 folded[kernel_name] = values[kernel_name] * ((1.0 - path) * masks[0] + path * masks[1])
@@ -210,6 +282,11 @@ class ConvMath:
 
     kernel_names = ("kernel",)
 
+    def channel_axes(self, kernel_name):
+        """The kernel axes that index output channels: the last (filters)."""
+        del kernel_name
+        return (-1,)
+
     @classmethod
     def check_source(cls, layer):
         """Every Conv1D / Conv2D / Conv3D configuration is supported."""
@@ -258,6 +335,11 @@ class ConvTransposeMath:
 
     kernel_names = ("kernel",)
 
+    def channel_axes(self, kernel_name):
+        """The kernel axes that index output channels: the second last ([h, w, filters, in])."""
+        del kernel_name
+        return (-2,)
+
     @classmethod
     def check_source(cls, layer):
         """Every Conv2DTranspose configuration is supported."""
@@ -288,6 +370,11 @@ class ConvTransposeMath:
 class DepthwiseConv2DMath:
     kernel_names = (_compat.DEPTHWISE_KERNEL,)
 
+    def channel_axes(self, kernel_name):
+        """The kernel axes that index output channels: input channel and multiplier (the last two)."""
+        del kernel_name
+        return (-2, -1)
+
     @classmethod
     def check_source(cls, layer):
         """Every DepthwiseConv2D / SeparableConv2D configuration is supported."""
@@ -308,6 +395,10 @@ class DepthwiseConv2DMath:
 
 class SeparableConv2DMath:
     kernel_names = ("depthwise_kernel", "pointwise_kernel")
+
+    def channel_axes(self, kernel_name):
+        """The kernel axes that index output channels: depthwise (-2, -1), pointwise (-1,)."""
+        return (-2, -1) if kernel_name == "depthwise_kernel" else (-1,)
 
     @classmethod
     def check_source(cls, layer):
@@ -330,6 +421,11 @@ class SeparableConv2DMath:
 
 class DenseMath:
     kernel_names = ("kernel",)
+
+    def channel_axes(self, kernel_name):
+        """The kernel axes that index output channels: the last (units)."""
+        del kernel_name
+        return (-1,)
 
     @classmethod
     def check_source(cls, layer):
@@ -361,6 +457,11 @@ class EinsumDenseMath:
     """EinsumDense: `einsum(equation, inputs, kernel)`, then the bias broadcast over the output."""
 
     kernel_names = ("kernel",)
+
+    def channel_axes(self, kernel_name):
+        """The kernel axes that index output channels: the last."""
+        del kernel_name
+        return (-1,)
 
     @classmethod
     def check_source(cls, layer):

@@ -23,7 +23,7 @@ class DualMask(ck.ConditionalKernel):
     """
 
     mask_kind = "dual"
-    conditional_config_keys = ("tradeoff_mode", "noise_init", "seed")
+    conditional_config_keys = ("tradeoff_mode", "noise_init", "seed", "quantization")
 
     def __init__(self, *args, tradeoff_mode="switch", noise_init=0.25, seed=None, **kwargs):
         super().__init__(*args, **kwargs)

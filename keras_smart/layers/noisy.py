@@ -21,7 +21,7 @@ class Noisy(ck.ConditionalKernel):
     """
 
     noisy = True
-    conditional_config_keys = ("noise_init", "seed", "masked")
+    conditional_config_keys = ("noise_init", "seed", "masked", "quantization")
 
     def __init__(self, *args, noise_init=0.25, seed=None, masked=False, **kwargs):
         super().__init__(*args, **kwargs)
