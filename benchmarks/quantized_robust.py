@@ -119,11 +119,11 @@ def _rows(model, args, x, y):
     }
     conditional = registry.method_of(model) is not None  # else the trade-off changes nothing
     report = keras_smart.evaluate_tradeoff(
-        model, (x, y), tradeoffs=(0.0, 1.0) if conditional else (1.0,), attacks=("pgd20", "autoattack"), eps=args.eps,
+        model, (x, y), tradeoffs=(0.0, 1.0) if conditional else (1.0,), eps=args.eps,
+        attacks=("pgd20", *(("apgd-ce", "apgd-dlr", "square") if args.components else ()), "autoattack"),
         attack_options=options, progress=False, seed=args.seed,
     )
-    keys = ("clean", "pgd20", "autoattack", "worst_case", "macs")
-    rows = {f"{row['tradeoff']:g}": {k: row.get(k) for k in keys} for row in report.rows}
+    rows = {f"{row['tradeoff']:g}": {k: v for k, v in row.items() if k != "tradeoff"} for row in report.rows}
     return rows, report.settings.get("randomness")
 
 
@@ -218,6 +218,8 @@ def _parse(argv=None):
     parser.add_argument("--train_steps", type=int, default=7, help="PGD steps in training")
     parser.add_argument("--apgd_steps", type=int, default=50)
     parser.add_argument("--square_queries", type=int, default=1000)
+    parser.add_argument("--components", action="store_true",
+                        help="also run AutoAttack's attacks one by one (each on every example), as columns")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
     return parser.parse_args(argv)
