@@ -23,13 +23,14 @@ APGD-T, Square) and PGD-20 at lam 0 and 1 (one row for the models without a
 trade-off); the noisy models with EOT and a fixed seed (`evaluate_tradeoff`'s
 defaults for randomised models). Reported per model: bits per weight, size at
 those bits, non-zeros, channel sparsity (`quantization.report`), and the float
-and int8-weight ("dynamic") LiteRT file sizes at lam 1.
+and int8-weight ("dynamic") LiteRT file sizes at lam 1, raw and gzipped.
 
 Usage:
   python benchmarks/quantized_robust.py [--epochs 8] [--models smart_float,smart_ternary] [--out result.json]
 """
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -132,7 +133,11 @@ def _sizes(model, x_check):
     found = {}
     for t in (0.0, 1.0):
         totals = quantization.report(model, tradeoff=t).as_dict()
-        del totals["rows"]
+        rows = totals.pop("rows")
+        # The report's channel sparsity counts quantized kernels only; this one every kernel but the
+        # classifier's, so that float and quantized models compare over the same filters.
+        convs = [row for row in rows if row["layer"] != "logits" and not row["layer"].endswith("logits")]
+        totals["channel_sparsity_all_convs"] = sum(r["zero_channels"] for r in convs) / sum(r["channels"] for r in convs)
         found[f"{t:g}"] = totals
     plain = keras_smart.strip(model, tradeoff=1.0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,7 +145,10 @@ def _sizes(model, x_check):
             path = os.path.join(tmp, f"{quantize}.tflite")
             with keras_smart.layers.expected_noise():
                 keras_smart.export.to_tflite(plain, path, quantize=quantize, check_data=x_check)
-            found[f"tflite_bytes_{quantize or 'float'}"] = os.path.getsize(path)
+            with open(path, "rb") as f:
+                data = f.read()
+            found[f"tflite_bytes_{quantize or 'float'}"] = len(data)
+            found[f"tflite_gzip_bytes_{quantize or 'float'}"] = len(gzip.compress(data, 9))  # the download
     found["tflite_ratio"] = found["tflite_bytes_dynamic"] / found["tflite_bytes_float"]
     return found
 
