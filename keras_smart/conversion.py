@@ -377,19 +377,24 @@ def _live_lambdas(model, config):
     return {"KerasSmartLiveLambda": LiveLambda}
 
 
-def copy_weights(source_model, target_model, copy_conditional):
+def copy_weights(source_model, target_model, copy_conditional=None, rename=None):
     """Copies weights layer by layer, matched by name, into nested models.
 
     Where one side of a pair is a conditional layer (the target in `convert`,
-    the source in `strip`), `copy_conditional(source, target)` does the copy.
+    the source in `strip`), `copy_conditional(source, target)` does the copy
+    (None: the same weights, as for plain layers). `rename(source layer name)`
+    gives the target's name of a source layer (None: the same name); target
+    layers with no source keep their weights.
     """
-    sources = {layer.name: layer for layer in source_model.layers}
+    sources = {(rename(layer.name) if rename else layer.name): layer for layer in source_model.layers}
     for target in target_model.layers:
         source = sources.get(target.name)
         if source is None or not (source.weights or isinstance(target, keras.Model)):
             continue
         if isinstance(target, keras.Model):
-            copy_weights(source, target, copy_conditional)
+            copy_weights(source, target, copy_conditional, rename)
+        elif copy_conditional is None:
+            target.set_weights(source.get_weights())
         elif isinstance(target, base.ConditionalLayer) or isinstance(source, base.ConditionalLayer):
             copy_conditional(source, target)
         else:

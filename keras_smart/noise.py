@@ -81,7 +81,7 @@ def inject_noise(model, sigma=0.1, after=None, seed=None):
 
     model_class = training.SmartModel if isinstance(model, training.SmartModel) else keras.Model
     noisy = conversion.rebuild(model, _unchanged, model_class, transform=transform)
-    _copy_weights(model, noisy)
+    conversion.copy_weights(model, noisy)
     if isinstance(noisy, training.SmartModel):
         noisy.tradeoff_variable.assign(model.tradeoff_variable)
     return noisy
@@ -344,18 +344,5 @@ def _renamed_member(model, prefix):
     member = conversion.rebuild(model, _unchanged, keras.Model, transform=lambda config: _renamed(config, prefix))
     if member.name != prefix:  # a Sequential is rebuilt under its own name
         member = keras.Model(member.inputs[0], member.outputs[0], name=prefix)
-    _copy_weights(model, member, rename=lambda name: f"{prefix}_{name}")
+    conversion.copy_weights(model, member, rename=lambda name: f"{prefix}_{name}")
     return member
-
-
-def _copy_weights(source, target, rename=None):
-    """Copies weights layer by layer, matched by (renamed) name, into nested models; unmatched layers keep theirs."""
-    sources = {(rename(l.name) if rename else l.name): l for l in source.layers}
-    for layer in target.layers:
-        origin = sources.get(layer.name)
-        if origin is None:
-            continue
-        if isinstance(layer, keras.Model):
-            _copy_weights(origin, layer, rename)
-        elif layer.weights:
-            layer.set_weights(origin.get_weights())
