@@ -47,6 +47,7 @@ __all__ = [
     "Functional",
     "IS_LEGACY",
     "AttentionProjectionsHook",
+    "MultiWorkerFit",
     "apply_gradients",
     "attention_projections",
     "build_attention_projections",
@@ -104,6 +105,20 @@ def loss_metric(model):
 def scale_loss(model, loss):
     """Keras 3 scales the loss for mixed precision and distribution inside the tape."""
     return loss if IS_LEGACY else model.optimizer.scale_loss(loss)
+
+
+def build_optimizer(model):
+    """Creates the compiled optimizer's variables now, eagerly.
+
+    Both flavours otherwise create them inside the first traced train step
+    (Keras 3 unless a distribution strategy built them), which TensorFlow then
+    traces a second time. tf_keras's legacy optimizers are left alone.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if not isinstance(optimizer, keras.optimizers.Optimizer) or getattr(optimizer, "built", False):
+        return
+    with model.distribute_strategy.scope():
+        optimizer.build(model.trainable_variables)  # a no-op on a built tf_keras optimizer
 
 
 def apply_gradients(model, tape, loss):
@@ -259,3 +274,47 @@ class AttentionProjectionsHook:
 
     def projections_created(self, shapes):
         """Called right after Keras created this layer's projection sublayers."""
+
+
+class MultiWorkerFit:
+    """Mixin for a Keras model class: Keras 3's `fit` and `evaluate` under MultiWorkerMirroredStrategy.
+
+    With several workers Keras 3 fails twice (keras-team/keras#20585): it builds
+    the model from the first batch averaged across replicas by an eager
+    `strategy.reduce`, which refuses a batch of several tensors; and it averages
+    each step's logs with `strategy.reduce(..., axis=0)`, which refuses the
+    scalars that logs are. The build reads only shapes and dtypes, which one
+    replica's batch has as well; logs given a leading axis of 1 average across
+    replicas as Keras means them to. Other strategies, and tf_keras, are left
+    as they are.
+    """
+
+    if not IS_LEGACY:
+
+        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+            if iterator is None or not _multi_worker(self._distribute_strategy):  # pylint: disable=protected-access
+                return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)  # pylint: disable=no-member
+            for _, _, batches in iterator:  # Keras's own way to its first batch
+                data_batch = next(batches)
+                break
+            strategy = self.distribute_strategy
+
+            def local(value):
+                if isinstance(value, tf.distribute.DistributedValues):
+                    return strategy.experimental_local_results(value)[0]
+                return value
+
+            return super()._maybe_symbolic_build(data_batch=tf.nest.map_structure(local, data_batch))  # pylint: disable=no-member
+
+        def compute_metrics(self, x, y, y_pred, sample_weight=None):
+            logs = super().compute_metrics(x, y, y_pred, sample_weight)  # pylint: disable=no-member
+            if not _multi_worker(tf.distribute.get_strategy()):
+                return logs
+            return tf.nest.map_structure(lambda value: tf.expand_dims(value, 0), logs)
+
+
+def _multi_worker(strategy):
+    """Whether `strategy` is a MultiWorkerMirroredStrategy with several workers (Keras 3's own test)."""
+    from keras.src.backend.tensorflow import trainer  # pylint: disable=g-import-not-at-top
+
+    return strategy is not None and trainer._collective_all_reduce_multi_worker(strategy)  # pylint: disable=protected-access

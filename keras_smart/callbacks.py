@@ -129,13 +129,9 @@ class AdversarialCallback(keras.callbacks.Callback):
                 "AdversarialCallback trains a SmartModel (what keras_smart.convert returns). "
                 f"Received: {type(self.model).__name__}"
             )
-        if getattr(self.model, "jit_compile", False) is True:
-            raise ValueError(
-                "Adversarial training splits each batch into trade-off groups of data-dependent size, "
-                "which XLA cannot compile. Compile the model with jit_compile=False."
-            )
         self.model.enable_adversarial(self.config, until_fit_ends=True)
-        self.model.make_train_function(force=True)
+        _compat.build_optimizer(self.model)  # so that the step is traced once
+        self.model.make_train_function()  # the one traced by an earlier `fit` with this configuration, if any
         if self.recalibrate:
             self.model.recalibrate_after_fit(
                 tradeoffs=(0.0, max(self.config.tradeoffs)),

@@ -120,8 +120,18 @@ def _tfds_builder(name, data_dir, download):
     return builder
 
 
-def _augment(augment, seed):
-    """A per-example map applying the chosen augmentations (pad 1/8 of the side and crop; flip)."""
+def augmentation(augment, seed=0):
+    """The per-example map `load(..., augment=...)` applies: `(image, label[, key]) -> (image, label)`.
+
+    Pad 1/8 of the side and crop back ("pad_crop"), flip left-right ("flip").
+    Without `key` the draws come from stateful ops with op seed `seed`; with
+    `key`, a stateless seed (an int tensor of shape [2]), they are a function
+    of it (e.g. keyed by the epoch and the example's position, for a run that
+    resumes exactly).
+
+    Raises:
+      ValueError: an unknown augmentation.
+    """
     if augment is True:
         augment = AUGMENTATIONS
     augment = (augment,) if isinstance(augment, str) else tuple(augment)
@@ -129,15 +139,22 @@ def _augment(augment, seed):
     if unknown:
         raise ValueError(f"`augment` must be True or a subset of {AUGMENTATIONS}. Received: {augment!r}")
 
-    def apply(image, label):
+    def apply(image, label, key=None):
         if "pad_crop" in augment:
             height, width = image.shape[0], image.shape[1]
             pad = max(1, height // 8)
             padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-            image = tf.image.random_crop(padded, tf.shape(image), seed=seed)
+            if key is None:
+                image = tf.image.random_crop(padded, tf.shape(image), seed=seed)
+            else:
+                image = tf.image.stateless_random_crop(padded, tf.shape(image), key)
             image = tf.ensure_shape(image, (height, width, image.shape[-1]))
         if "flip" in augment:
-            image = tf.image.random_flip_left_right(image, seed=seed)
+            if key is None:
+                image = tf.image.random_flip_left_right(image, seed=seed)
+            else:
+                flip_seed = tf.random.experimental.stateless_fold_in(key, 1)
+                image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         return image, label
 
     return apply
@@ -211,7 +228,7 @@ def load(
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed)
     if augment:
-        ds = ds.map(_augment(augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(augmentation(augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
     if batch_size:
         ds = ds.batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -113,7 +113,7 @@ def check_outputs(model, adversarial_config):
         )
 
 
-def run_attack(attack, model_fn, x, y, *, exits, exit_attack, exit_index, eps=None):
+def run_attack(attack, model_fn, x, y, *, exits, exit_attack, exit_index, eps=None, seed=None):
     """x_adv from `attack` (an AttackConfig): `attacks.run` for one output, the multi-exit attack for several.
 
     Args:
@@ -124,9 +124,11 @@ def run_attack(attack, model_fn, x, y, *, exits, exit_attack, exit_index, eps=No
       exits: the number of outputs.
       exit_attack, exit_index: the multi-exit attack (`AdversarialConfig`'s fields).
       eps: overrides `attack.eps`.
+      seed: seed of the random start: None, an int, or a stateless seed, an int
+        tensor of shape [2] (see `keras_smart.attacks.pgd`).
     """
     if exits == 1:
-        return attacks.run(attack, model_fn, x, y, eps=eps)
+        return attacks.run(attack, model_fn, x, y, eps=eps, seed=seed)
     mode = config_lib.coerce_enum(config_lib.ExitAttack, exit_attack, "exit_attack")
     mode_args = {"exit_index": exit_index} if mode == config_lib.ExitAttack.SINGLE else {}
-    return attacks.run_multi_exit(attack, model_fn, x, y, mode=mode, eps=eps, **mode_args)
+    return attacks.run_multi_exit(attack, model_fn, x, y, mode=mode, eps=eps, seed=seed, **mode_args)

@@ -5,10 +5,13 @@ Once-for-all adversarial training (OAT's recipe, for every method) lives in
 
 1. draw lam per example (`config.AdversarialConfig`), from a stateless RNG keyed
    by the optimizer step, so that a resumed run draws what it would have drawn;
-2. split the batch into groups that share a computation: by path (lam = 0 vs
-   lam > 0) when only the path matters (SMART switch mode, OAT, whose FiLM takes
-   per-example lam), by lam value when kernels depend on lam itself (noise,
-   blend); empty groups are harmless;
+2. split the batch into a clean group (lam = 0) and an adversarial group (lam > 0),
+   of static sizes (element sampling's clean quota comes first; batch sampling
+   takes one path for the whole batch), so that the step has fixed shapes and
+   compiles with XLA (`jit_compile=True`). The adversarial group's lam vary per
+   example: kernels that depend on lam itself (noise, blend) are linear in it
+   and compute per example (`ConditionalKernel`), FiLM reads the vector, the
+   rest read the path;
 3. per group, with the layers reading that group's lam: make x_adv through that
    path (batch-norm statistics frozen), forward x and x_adv in training mode.
    Each path's batch-norm moving statistics move only with the inputs it serves:
@@ -56,7 +59,7 @@ class _Untracked:
 
 
 @_compat.register_serializable
-class SmartModel(keras.Model):
+class SmartModel(_compat.MultiWorkerFit, keras.Model):
     """A Functional model whose conditional layers read one shared trade-off variable.
 
     `keras_smart.convert` returns one. The trade-off lam is a non-trainable
@@ -98,6 +101,7 @@ class SmartModel(keras.Model):
             accuracy=keras.metrics.Mean(name="adv_accuracy"),
             recalibration=None,
             until_fit_ends=False,
+            traced={},  # (config, `_trace_key`) -> the adversarial train function traced for it
         )
         self.bind_layers()
 
@@ -144,16 +148,37 @@ class SmartModel(keras.Model):
         attack, size = adversarial_config.attack, tf.TensorShape(self.inputs[0].shape[1:]).num_elements()
         if attack.norm == config_lib.Norm.L2 and size is not None:  # AttackConfig checked L-inf; L2 needs d
             config_lib.check_eps(attack.eps, attack.norm, attack.clip_min, attack.clip_max, size)
-        self._adversarial.config = adversarial_config
+        self._switch_train_function(adversarial_config)
         self._adversarial.until_fit_ends = until_fit_ends
         self._adversarial.eps.assign(adversarial_config.attack.eps)
-        self.train_function = None
 
     def disable_adversarial(self):
-        """Makes `fit` train the ordinary way again (retraces the train step)."""
-        self._adversarial.config = None
+        """Makes `fit` train the ordinary way again (its train step is traced when `fit` next runs)."""
+        self._switch_train_function(None)
         self._adversarial.until_fit_ends = False
-        self.train_function = None
+
+    def _switch_train_function(self, adversarial_config):
+        """Makes `adversarial_config` (None: ordinary training) the one `fit` trains with.
+
+        The adversarial train function traced for a configuration is kept when
+        training switches away from it, and taken up again when the same
+        configuration comes back with the model compiled alike (same compile
+        call, `jit_compile`, layers' `trainable`): repeated `fit` calls with
+        one `AdversarialCallback` trace the step once. Any other switch leaves
+        `train_function` to be traced afresh.
+        """
+        state = self._adversarial
+        if adversarial_config == state.config and self.train_function is not None:
+            return
+        key = self._trace_key()
+        if state.config is not None and self.train_function is not None:
+            state.traced[(state.config, key)] = self.train_function
+        state.config = adversarial_config
+        self.train_function = None if adversarial_config is None else state.traced.get((adversarial_config, key))
+
+    def _trace_key(self):
+        """What a traced train function depends on besides the adversarial configuration."""
+        return (getattr(self, "jit_compile", None), tuple(l.trainable for l in _compat.flatten_layers(self)))
 
     def recalibrate_after_fit(self, *, tradeoffs, attack, max_batches, exit_attack=None, exit_index=None):
         """Makes the running `fit` end with `recalibrate_batchnorm` on its training data.
@@ -189,6 +214,7 @@ class SmartModel(keras.Model):
         """
         args, kwargs = exit_training.broadcast_metrics(self, args, kwargs)
         super().compile(*args, **kwargs)
+        self._adversarial.traced.clear()  # functions traced with the previous optimizer and loss
 
     def compile_from_config(self, config):
         """What Keras does when it loads a compiled model, which it skips for any model overriding `compile`.
@@ -207,19 +233,11 @@ class SmartModel(keras.Model):
             metrics.append(self._adversarial.accuracy)
         return metrics
 
-    def _groups_by_value(self):
-        """True when some kernel depends on lam itself, not only on the path lam selects."""
-        return any(
-            isinstance(l, ck.ConditionalKernel)
-            and (l.noisy or getattr(l, "tradeoff_mode", None) == config_lib.TradeoffMode.BLEND.value)
-            for l in self.conditional_layers()
-        )
-
     def sample_tradeoffs(self, batch_size):
         """lam for each example of a batch, per the adversarial config (a float32 vector)."""
         adversarial = self._adversarial.config
         tradeoffs = tf.constant(adversarial.tradeoffs, tf.float32)
-        seed = tf.stack([tf.constant(adversarial.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        seed = self._step_seed(0, per_replica=False)
         if adversarial.sampling == config_lib.Sampling.BATCH:
             index = tf.random.stateless_uniform([], seed, maxval=len(adversarial.tradeoffs), dtype=tf.int32)
             return tf.fill([batch_size], tf.gather(tradeoffs, index))
@@ -227,6 +245,20 @@ class SmartModel(keras.Model):
         index = tf.random.stateless_uniform([batch_size], seed, maxval=len(adversarial.tradeoffs) - 1, dtype=tf.int32)
         clean = tf.cast(tf.math.ceil(adversarial.clean_share * tf.cast(batch_size, tf.float32)), tf.int32)
         return tf.where(tf.range(batch_size) < clean, 0.0, tf.gather(nonzero, index))
+
+    def _step_seed(self, offset, per_replica=True):
+        """A stateless seed, [config seed + offset, optimizer step]: a resumed run draws what it would have drawn.
+
+        With `per_replica`, under a distribution strategy the replica's id is
+        folded in, so that replicas draw independently.
+        """
+        seed = tf.stack(
+            [tf.constant(self._adversarial.config.seed + offset, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
+        )
+        if per_replica and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
+        return seed
 
     def _attack(self, x, y):
         """x_adv through the path the current override selects; batch-norm statistics stay still.
@@ -251,7 +283,7 @@ class SmartModel(keras.Model):
         adversarial = self._adversarial.config
         return exit_training.run_attack(
             adversarial.attack, model_fn, x, y, exits=len(self.outputs), exit_attack=adversarial.exit_attack,
-            exit_index=adversarial.exit_index, eps=self._adversarial.eps,
+            exit_index=adversarial.exit_index, eps=self._adversarial.eps, seed=self._step_seed(2),
         )
 
     def _trades_attack(self, model_fn, x):
@@ -260,8 +292,7 @@ class SmartModel(keras.Model):
         step, like the lam draws."""
         attack, eps = self._adversarial.config.attack, self._adversarial.eps
         target = _pack([tf.stop_gradient(tf.nn.softmax(tf.cast(o, tf.float32))) for o in tf.nest.flatten(model_fn(x))])
-        seed = tf.stack([tf.constant(self._adversarial.config.seed + 1, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
-        start = x + tf.cast(0.001 * tf.random.stateless_normal(tf.shape(x), seed), x.dtype)
+        start = x + tf.cast(0.001 * tf.random.stateless_normal(tf.shape(x), self._step_seed(1)), x.dtype)
         start = attacks_common.clip(start, attack.clip_min, attack.clip_max)
         x_adv = self._run_attack(model_fn, start, target)
         delta = attacks_common.project(x_adv - x, tf.cast(eps, x.dtype), attack.norm)
@@ -297,96 +328,109 @@ class SmartModel(keras.Model):
             raise TypeError("Adversarial training takes one sample-weight array, for every output.")
         sample_weight = tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
         lam = self.sample_tradeoffs(batch_size)
-        indices, groups = self._split_by_tradeoff(x, y, sample_weight, lam)
         with tf.GradientTape() as tape:
-            terms = _LossTerms()
-            for group in groups:
-                self._train_group(group, terms)
-            loss = self._adversarial_loss(x, terms, batch_size)
+            groups = self._batch_groups(x, y, sample_weight, lam)
+            loss = self._adversarial_loss(x, groups, batch_size)
             scaled = _compat.scale_loss(self, loss)
         _compat.apply_gradients(self, tape, scaled)
-        clean_in_order = _pack([tf.dynamic_stitch(indices, list(preds)) for preds in zip(*terms.clean_preds)])
+        for group in groups:
+            if "adv" in group:  # the final exit's
+                self._update_adv_accuracy(group["targets"][-1], group["adv"][-1], group["attacked"])
+        clean_in_order = _pack([tf.concat(list(preds), 0) for preds in zip(*(g["clean"] for g in groups))])
         return self.compute_metrics(x, y, clean_in_order, sample_weight)
 
-    def _split_by_tradeoff(self, x, y, sample_weight, lam):
-        """The batch's original indices per group, and the groups: (group lam, x, y, weights, per-example lam).
+    def _batch_groups(self, x, y, sample_weight, lam):
+        """The batch's groups in row order (see `_group_tensors`): no branch, no data-dependent shape.
 
-        A group's lam is 0.0 (clean), a trained value, or None (per-example lam, one path).
+        Element sampling puts its ceil(clean_share * B) clean examples first
+        (`sample_tradeoffs`): a clean group x[:c] and an adversarial group x[c:]
+        whose lam vary per example and reach the layers as a vector (kernels that
+        depend on lam itself compute per example, see `ConditionalKernel`). A
+        batch too small to have adversarial rows gets one inert row (a copy of
+        the first, weighted 0, moving no statistics) instead: TF's CPU kernels
+        mis-shape an empty batch. Batch sampling draws one lam for the batch:
+        one group, attacked, whose flags (statistics, shared weights, weights)
+        follow that lam at run time; a clean batch (lam = 0) discards its attack.
         """
         adversarial = self._adversarial.config
-        if self._groups_by_value():
-            table = tf.constant(adversarial.tradeoffs, tf.float32)
-            group_ids = tf.cast(tf.argmin(tf.abs(lam[:, None] - table[None, :]), axis=1), tf.int32)
-            group_lams = list(adversarial.tradeoffs)
-        else:
-            group_ids = tf.cast(lam > 0.0, tf.int32)
-            group_lams = [0.0, None]
-        count = len(group_lams)
-        indices = tf.dynamic_partition(tf.range(tf.shape(x)[0]), group_ids, count)
-        parts = [_partition(value, group_ids, count) for value in (x, y, sample_weight, lam)]
-        return indices, [(group_lam, *(part[g] for part in parts)) for g, group_lam in enumerate(group_lams)]
+        if adversarial.sampling == config_lib.Sampling.BATCH:
+            return [self._group_tensors(x, y, sample_weight, lam, attacked=lam[0] > 0.0)]
+        size = tf.shape(x)[0]
+        clean = tf.cast(tf.math.ceil(adversarial.clean_share * tf.cast(size, tf.float32)), tf.int32)
+        groups = []
+        if adversarial.clean_share > 0:
+            rows = [_rows(value, slice(None, clean)) for value in (x, y, sample_weight, lam)]
+            groups.append(self._group_tensors(*rows, attacked=False))
+        if adversarial.clean_share < 1:
+            first = [_rows(value, slice(None, 1)) for value in (x, y, sample_weight, lam)]
+            rows = [_rows(value, slice(clean, None)) for value in (x, y, sample_weight, lam)]
+            rows = [_at_least_one_row(value, fill) for value, fill in zip(rows, first)]
+            groups.append(self._group_tensors(*rows, attacked=True, real=size > clean))
+        return groups
 
-    def _empty_outputs(self):
-        """A list of empty batches, one per output."""
-        return [tf.zeros([0] + list(output.shape[1:]), output.dtype) for output in self.outputs]
+    def _group_tensors(self, x_g, y_g, w_g, lam_g, *, attacked, real=True):
+        """One group's tensors for the loss, a dict; its lists hold one tensor per output.
+
+        "clean" logits, "targets" and "clean_weight" row weights; an attacked
+        group adds "adv" logits, "adv_weight" row weights, "attacked" (the
+        sample weights adversarial accuracy counts) and, for TRADES, "kl" (the
+        weighted KL per row). `attacked` and `real` (False: an inert row) are
+        Python booleans or boolean tensors.
+        """
+        adversarial = self._adversarial.config
+        if real is not True:
+            w_g = w_g * tf.cast(real, w_g.dtype)
+        clean_weight, adv_weight = (w * w_g for w in losses.row_weights(adversarial, lam_g))
+        group = {"targets": y_g if isinstance(y_g, list) else [y_g], "clean_weight": clean_weight}
+        hold = adversarial.shared_weights == "adversarial"
+        if attacked is False:
+            with base.tradeoff_override(0.0), base.holding_shared_weights(hold):
+                group["clean"] = self._forward(x_g, True)
+            return group
+        # Every lam > 0 shares the adversarial path. A path's moving statistics come from the
+        # inputs it serves: the adversarial path's from adversarial examples, not from this
+        # clean pass (which moves the clean path's in a clean batch).
+        with base.tradeoff_override(lam_g):
+            x_adv = self._attack(x_g, y_g)
+            with base.frozen_statistics(attacked), base.holding_shared_weights(_both(hold, _negated(attacked))):
+                group["clean"] = self._forward(x_g, True)
+            with base.frozen_statistics(_negated(_both(attacked, real))):
+                group["adv"] = self._forward(x_adv, True)
+        group.update(adv_weight=adv_weight, attacked=w_g * tf.cast(attacked, w_g.dtype))
+        if adversarial.loss == config_lib.AdversarialLoss.TRADES:
+            group["kl"] = adv_weight * losses.summed_kl_divergence(group["clean"], group["adv"])
+        return group
 
     def _forward(self, x, training):
         """The model's outputs on x, as a list (one entry per output)."""
         return tf.nest.flatten(self(x, training=training))
 
-    def _forward_group(self, x_g, y_g, lam_g, group_lam):
-        """(clean logits, adversarial logits) of one group, through the path its lam selects: lists, one per output."""
-        adversarial = self._adversarial.config
-        with base.tradeoff_override(lam_g if group_lam is None else group_lam):
-            if group_lam == 0.0:
-                if adversarial.shared_weights == "adversarial":
-                    with base.holding_shared_weights():
-                        return self._forward(x_g, True), self._empty_outputs()
-                return self._forward(x_g, True), self._empty_outputs()
-            # A path's moving statistics come from the inputs it serves: the adversarial
-            # path's from adversarial examples, not from this clean pass.
-            with base.frozen_statistics():
-                clean = self._forward(x_g, True)
-            x_adv = self._attack(x_g, y_g)
-            return clean, self._forward(x_adv, True)
+    def _adversarial_loss(self, x, groups, batch_size):
+        """The batch's loss through the compiled loss: the per-example mean of every group's objective.
 
-    def _train_group(self, group, terms):
-        """Forwards one group and adds its rows to the loss terms."""
-        group_lam, x_g, y_g, w_g, lam_g = group
-        adversarial = self._adversarial.config
-        # An empty group is skipped: TF's CPU convolution mis-shapes a batch of 0.
-        clean, adv = tf.cond(
-            tf.size(lam_g) > 0,
-            lambda: self._forward_group(x_g, y_g, lam_g, group_lam),
-            lambda: (self._empty_outputs(), self._empty_outputs()),
-        )
-        clean_weight, adv_weight = losses.row_weights(adversarial, lam_g)
-        targets = y_g if isinstance(y_g, list) else [y_g]
-        terms.clean_preds.append(clean)
-        terms.add_rows(clean, targets, clean_weight * w_g)
-        if group_lam == 0.0:
-            return
-        self._update_adv_accuracy(targets[-1], adv[-1], w_g)  # the final exit's
-        if adversarial.loss == config_lib.AdversarialLoss.TRADES:
-            terms.kl_terms.append(adv_weight * w_g * losses.summed_kl_divergence(clean, adv))
-        else:
-            terms.add_rows(adv, targets, adv_weight * w_g)
-
-    def _adversarial_loss(self, x, terms, batch_size):
-        """The batch's loss through the compiled loss: the per-example mean of every group's objective."""
+        A group feeds its clean rows, and its adversarial rows unless TRADES' KL
+        replaces them (an extra loss term).
+        """
+        rows = []  # (logits, targets, weights)
+        for group in groups:
+            rows.append((group["clean"], group["targets"], group["clean_weight"]))
+            if "adv" in group and "kl" not in group:
+                rows.append((group["adv"], group["targets"], group["adv_weight"]))
+        kl_terms = [group["kl"] for group in groups if "kl" in group]
         # The compiled loss averages over every row it sees (clean and adversarial);
         # rescale so that the result is the per-example mean over the batch.
-        rows = tf.add_n([tf.shape(p[0])[0] for p in terms.preds])
-        scale = tf.cast(rows, tf.float32) / tf.cast(batch_size, tf.float32)
+        count = tf.add_n([tf.shape(logits[0])[0] for logits, _, _ in rows])
+        scale = tf.cast(count, tf.float32) / tf.cast(batch_size, tf.float32)
         extra = None
-        if terms.kl_terms:
-            extra = tf.reduce_sum(tf.concat(terms.kl_terms, 0)) / tf.cast(batch_size, tf.float32)
+        if kl_terms:
+            extra = tf.reduce_sum(tf.concat(kl_terms, 0)) / tf.cast(batch_size, tf.float32)
+        logits, targets, weights = zip(*rows)
         return _compat.training_loss(
             self,
             x,
-            _pack([tf.concat(list(t), 0) for t in zip(*terms.targets)]),
-            _pack([tf.concat(list(p), 0) for p in zip(*terms.preds)]),
-            tf.concat(terms.weights, 0) * scale,
+            _pack([tf.concat(list(t), 0) for t in zip(*targets)]),
+            _pack([tf.concat(list(p), 0) for p in zip(*logits)]),
+            tf.concat(weights, 0) * scale,
             batch_size,
             extra_loss=extra,
         )
@@ -402,24 +446,28 @@ def _pack(per_output):
     return per_output[0] if len(per_output) == 1 else list(per_output)
 
 
-def _partition(value, group_ids, count):
-    """`tf.dynamic_partition` of a tensor, or of each tensor of a list (then each group gets a list)."""
+def _both(a, b):
+    """a and b, for Python booleans and boolean tensors alike."""
+    if a is False or b is False:
+        return False
+    if a is True or b is True:
+        return b if a is True else a
+    return tf.logical_and(a, b)
+
+
+def _negated(a):
+    return (not a) if isinstance(a, bool) else tf.logical_not(a)
+
+
+def _at_least_one_row(value, fill):
+    """`value`, or `fill` (one row) when `value` has no rows; each tensor of a list alike."""
     if isinstance(value, list):
-        return [list(group) for group in zip(*(tf.dynamic_partition(v, group_ids, count) for v in value))]
-    return tf.dynamic_partition(value, group_ids, count)
+        return [_at_least_one_row(v, f) for v, f in zip(value, fill)]
+    return tf.concat([value, fill], 0)[: tf.maximum(tf.shape(value)[0], 1)]
 
 
-class _LossTerms:
-    """The rows a train step feeds the compiled loss, the clean predictions, and TRADES' KL terms.
-
-    Rows and predictions are lists with one tensor per output.
-    """
-
-    def __init__(self):
-        self.preds, self.targets, self.weights = [], [], []
-        self.clean_preds, self.kl_terms = [], []
-
-    def add_rows(self, preds, targets, weights):
-        self.preds.append(preds)
-        self.targets.append(targets)
-        self.weights.append(weights)
+def _rows(value, part):
+    """`value[part]`, or each tensor of a list sliced (then a list)."""
+    if isinstance(value, list):
+        return [v[part] for v in value]
+    return value[part]

@@ -162,9 +162,11 @@ def randomize_conditional_state(model, seed=0):
         for variable in layer.weights:
             name = _compat.weight_name(variable)
             shape = tuple(variable.shape)
-            if name.endswith("_mask"):
-                value = (rng.random(shape) < 0.6).astype("float32")
-            elif name.startswith("adv_moving_variance"):
+            if name.endswith("_mask"):  # stored packed: assigned by the layer that owns it, at the kernel's shape
+                if getattr(layer, name, None) is variable:
+                    layer.assign_mask(name, (rng.random(layer.mask_shape(name)) < 0.6).astype("float32"))
+                continue
+            if name.startswith("adv_moving_variance"):
                 value = rng.uniform(0.5, 2.0, shape)
             elif name.startswith("adv_") or name.startswith("film_kernel_2") or name.startswith("film_bias"):
                 value = rng.normal(0.0, 0.3, shape)

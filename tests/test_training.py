@@ -63,7 +63,9 @@ def test_lam_sampling_follows_the_oat_recipe(sampling):
     assert not np.array_equal(lam, smart.sample_tradeoffs(24).numpy()) or sampling == "batch"
 
 
-@pytest.mark.parametrize("method, options", [("smart", {}), ("float", {"seed": 1}), ("oat", {})])
+@pytest.mark.parametrize(
+    "method, options", [("smart", {}), ("smart", {"tradeoff_mode": "blend"}), ("float", {"seed": 1}), ("oat", {})]
+)
 def test_train_step_loss_is_the_oat_objective(method, options):
     smart = _mlp(method, **options)
     models.randomize_conditional_state(smart, seed=4)
@@ -340,13 +342,6 @@ def test_adversarial_fit_with_steps_per_execution_and_mixed_precision(method, se
         assert all(math.isfinite(v) for v in history["loss"]) and history["loss"][1] < history["loss"][0]
     finally:
         keras.mixed_precision.set_global_policy(policy)
-
-
-def test_jit_compile_is_refused_with_a_way_forward():
-    smart = _small_conv("smart")
-    smart.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
-    with pytest.raises(ValueError, match="XLA cannot compile.*jit_compile=False"):
-        smart.fit(np.zeros((8, 8, 8, 1)), np.zeros(8), verbose=0, callbacks=[keras_smart.callbacks.AdversarialCallback()])
 
 
 def test_tradeoff_accuracies_take_integer_or_one_hot_labels_and_restore_the_tradeoff():

@@ -39,7 +39,9 @@ def run(config, model_fn, x, y, *, eps=None, seed=None, eot_samples=1):
       x, y: a batch and its labels.
       eps: overrides `config.eps` (e.g. a scheduled tf.Variable); the step size
         scales with it (APGD's steps are relative to eps anyway).
-      seed: seed of the random start.
+      seed: seed of the random start: None, an int (an op seed), or a stateless
+        seed, an int tensor of shape [2] (the same seed, the same start; the
+        train step passes [seed, optimizer step]). FGSM has no random start.
       eot_samples: forward passes each gradient averages over (expectation over
         transformation, for randomised models).
 

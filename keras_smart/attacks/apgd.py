@@ -105,9 +105,9 @@ def _random_start(x, eps, norm, seed):
     """The reference code's start: a random direction scaled onto the ball's surface (L-inf: max |d| = eps)."""
     axes = list(range(1, x.shape.rank))
     if norm == config_lib.Norm.LINF:
-        t = tf.random.uniform(tf.shape(x), -1.0, 1.0, dtype=x.dtype, seed=seed)
+        t = common.uniform(tf.shape(x), seed, x.dtype, -1.0, 1.0)
         return eps * t / (tf.reduce_max(tf.abs(t), axis=axes, keepdims=True) + common.TINY)
-    t = tf.random.normal(tf.shape(x), dtype=x.dtype, seed=seed)
+    t = common.normal(tf.shape(x), seed, x.dtype)
     return eps * t / (tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True)) + common.TINY)
 
 
@@ -149,7 +149,9 @@ def apgd(
         the forms `y` takes (targeted: "ce" maximises -CE(target), "dlr" the targeted DLR).
       random_start: start from a random point on the eps-ball's surface.
       clip_min, clip_max: the valid input range.
-      seed: seed of the random start.
+      seed: seed of the random start: None, an int (an op seed), or a stateless
+        seed, an int tensor of shape [2] (the same seed, the same start; e.g.
+        keyed by the optimizer step in training).
       eot_samples: forward passes each loss and gradient averages over (expectation
         over transformation, for randomised models).
       momentum: alpha, the weight of the new step (0.75; 1 disables momentum).
@@ -169,6 +171,7 @@ def apgd(
       (TensorShape([8, 28, 28, 1]), True)
     """
     steps, norm, eot_samples, momentum, rho = _check_settings(eps, steps, norm, loss, eot_samples, momentum, rho)
+    seed = common.check_seed(seed)
     x = tf.stop_gradient(tf.convert_to_tensor(x))
     eps = tf.cast(eps, x.dtype)
 

@@ -1,5 +1,6 @@
 """What every gradient attack shares: argument checks, the loss, norm-ball steps and projections."""
 
+import numpy as np
 import tensorflow as tf
 
 from keras_smart import config as config_lib
@@ -115,15 +116,83 @@ def project(delta, eps, norm):
     return delta * tf.minimum(1.0, eps / (_per_example_l2(delta) + TINY))
 
 
+SEED_HELP = "None, an int (an op seed) or a stateless seed, an int tensor of shape [2]"
+
+
+def check_seed(seed):
+    """`seed` as the random draws take it: None, an int op seed, or a stateless seed as an int64 tensor [2].
+
+    A stateless seed (e.g. [run seed, optimizer step]) makes the draws a pure
+    function of it: the same seed gives the same start in any process, which
+    is what lets a resumed training run repeat an uninterrupted one.
+
+    Raises:
+      TypeError / ValueError: anything else (a float, a bool, a string, an int
+        tensor of another shape), saying what was expected and what was received.
+
+    Example:
+      >>> check_seed(tf.constant([0, 7]))
+      <tf.Tensor: shape=(2,), dtype=int64, numpy=array([0, 7])>
+      >>> check_seed(3)
+      3
+    """
+    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_))):
+        return None if seed is None else int(seed)
+    if isinstance(seed, (tf.Tensor, tf.Variable, np.ndarray, tuple, list)):
+        dtype = seed.dtype if isinstance(seed, (tf.Tensor, tf.Variable)) else tf.as_dtype(np.asarray(seed).dtype)
+        if dtype.is_integer:
+            seed = tf.convert_to_tensor(seed)
+            if seed.shape.is_compatible_with([2]) and seed.shape.rank == 1:
+                return tf.cast(seed, tf.int64)
+            raise ValueError(f"`seed` must be {SEED_HELP}. Received: an int seed of shape {seed.shape}")
+        raise TypeError(f"`seed` must be {SEED_HELP}. Received: a seed of dtype {dtype.name}")
+    raise TypeError(f"`seed` must be {SEED_HELP}. Received: seed={seed!r} of type {type(seed).__name__}")
+
+
+def uniform(shape, seed, dtype, minval=0.0, maxval=1.0):
+    """Uniform draws in [minval, maxval): stateless for a stateless seed (see `check_seed`), else the op seed's."""
+    if isinstance(seed, tf.Tensor):
+        return tf.random.stateless_uniform(shape, seed, minval, maxval, dtype=dtype)
+    return tf.random.uniform(shape, minval, maxval, dtype=dtype, seed=seed)
+
+
+def normal(shape, seed, dtype):
+    """Standard normal draws: stateless for a stateless seed (see `check_seed`), else the op seed's."""
+    if isinstance(seed, tf.Tensor):
+        return tf.random.stateless_normal(shape, seed, dtype=dtype)
+    return tf.random.normal(shape, dtype=dtype, seed=seed)
+
+
 def random_start(x, eps, norm, seed=None):
-    """A uniform random point of the eps-ball around 0, with x's shape."""
+    """A uniform random point of the eps-ball around 0, with x's shape.
+
+    Args:
+      x: the batch (its shape and dtype are used).
+      eps: the ball's radius.
+      norm: a `keras_smart.config.Norm`.
+      seed: None, an int (the op seed of TensorFlow's stateful random ops), or
+        a stateless seed, an int tensor of shape [2] (`tf.random.stateless_*`:
+        the same seed always draws the same start, also inside `tf.function`).
+
+    Raises:
+      TypeError / ValueError: a seed of another kind (see `check_seed`).
+
+    Example:
+      >>> seed = tf.constant([0, 7], tf.int64)
+      >>> a = random_start(x[:2], 0.1, keras_smart.config.Norm.LINF, seed)
+      >>> bool(tf.reduce_all(a == random_start(x[:2], 0.1, keras_smart.config.Norm.LINF, seed)))
+      True
+    """
+    seed = check_seed(seed)
     if norm == config_lib.Norm.LINF:
-        return tf.random.uniform(tf.shape(x), -1.0, 1.0, dtype=x.dtype, seed=seed) * eps
-    direction = tf.random.normal(tf.shape(x), dtype=x.dtype, seed=seed)
+        return uniform(tf.shape(x), seed, x.dtype, -1.0, 1.0) * eps
+    direction = normal(tf.shape(x), seed, x.dtype)
     direction = direction / (_per_example_l2(direction) + TINY)
     size = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
     per_example = tf.concat([tf.shape(x)[:1], tf.ones([x.shape.rank - 1], tf.int32)], 0)
-    radius = tf.random.uniform(per_example, dtype=x.dtype, seed=seed)
+    # A stateless seed draws the radius from its own stream (the same seed's uniform stream shares Philox counters).
+    radius_seed = tf.random.experimental.stateless_fold_in(seed, 1) if isinstance(seed, tf.Tensor) else seed
+    radius = uniform(per_example, radius_seed, x.dtype)
     return direction * eps * radius ** (1.0 / size)
 
 

@@ -121,7 +121,8 @@ def multi_exit_pgd(
         arrays, one per exit (see `exit_losses`).
       mode: "single", "average", "max_average" or "adaptive" (`ExitAttack`).
       eps, steps, step_size, norm, random_start, clip_min, clip_max, seed,
-        eot_samples, step_schedule: as in `keras_smart.attacks.pgd`.
+        eot_samples, step_schedule: as in `keras_smart.attacks.pgd`. seed: None,
+        an int (an op seed), or a stateless seed, an int tensor of shape [2].
       exit_index: the exit of "single" (Python indexing: -1 is the final exit).
       route_fn: for "adaptive": `route_fn(logits_list)` -> int32 exit ids [B].
       target_exit: for "adaptive": the exit to make the input leave at, wrongly.
@@ -260,7 +261,9 @@ def run_multi_exit(config, model_fn, x, y, *, mode, eps=None, seed=None, eot_sam
       x, y: a batch and its labels (or one label array per exit).
       mode: "single", "average", "max_average" or "adaptive".
       eps: overrides `config.eps` (e.g. a scheduled tf.Variable); the step size scales with it.
-      seed, eot_samples: as in `multi_exit_pgd`.
+      seed: seed of the random start: None, an int, or a stateless seed, an int
+        tensor of shape [2] (see `multi_exit_pgd`).
+      eot_samples: as in `multi_exit_pgd`.
       **mode_args: `exit_index`, `route_fn` or `target_exit`, as the mode needs.
 
     Raises:

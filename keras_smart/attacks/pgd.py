@@ -50,7 +50,10 @@ def pgd(
       clip_min, clip_max: the valid input range (None: unbounded).
       targeted: move towards `y` instead of away from it.
       loss_fn: `loss_fn(y, logits)` -> per-example loss; default cross-entropy.
-      seed: seed of the random start.
+      seed: seed of the random start: None, an int (the op seed of TensorFlow's
+        stateful random ops), or a stateless seed, an int tensor of shape [2]
+        (`tf.random.stateless_*`: the same seed always gives the same start, in
+        any process; training keys it by the optimizer step).
       eot_samples: forward passes each step's gradient averages over (expectation
         over transformation, for randomised models); 1 for deterministic ones.
       step_schedule: "fixed" (every step `step_size`, the default) or "cosine"
@@ -70,6 +73,7 @@ def pgd(
       (TensorShape([8, 28, 28, 1]), True)
     """
     steps, norm, eot_samples, cosine = _check_settings(eps, steps, step_size, norm, eot_samples, step_schedule)
+    seed = common.check_seed(seed)
     loss_fn = loss_fn or common.default_loss
     x = tf.stop_gradient(tf.convert_to_tensor(x))
     y = tf.convert_to_tensor(y)

@@ -19,6 +19,7 @@ import os
 import pathlib
 
 from absl import logging
+import tensorflow as tf
 
 import keras_smart
 from keras_smart import backbones
@@ -34,6 +35,7 @@ keras = keras_smart.keras
 
 EXPORT_TRADEOFFS = (0.0, 1.0)
 DEFAULT_ATTACKS = ("fgsm", "pgd20", "autoattack")
+SHUFFLE_BUFFER = 10_000  # training examples shuffled at a time
 EXPORT_CHECK_EXAMPLES = 256  # test images each exported file is checked on (and int8 is calibrated on)
 # A run with exits: its exit policy is calibrated on the test split's last examples (at most half the split),
 # and evaluation uses only the examples before them.
@@ -52,18 +54,56 @@ class _EpochEnded(keras.callbacks.Callback):
         self.ended = True
 
 
-def _training_data(settings, download):
+def _training_examples(settings, download):
+    """The training examples, unbatched and in the data set's order (`_epoch_batches` shuffles and augments them)."""
     return data_lib.load(
         settings.dataset,
         "train",
-        batch_size=settings.batch_size,
         data_dir=settings.data_dir,
         download=download,
-        augment=settings.augment or None,
-        shuffle_buffer=10_000,
         max_examples=settings.max_examples or None,
         seed=settings.seed,
     )
+
+
+def _epoch_batches(examples, settings, step):
+    """The batches `fit` reads, each epoch in an order keyed by (settings.seed, `step` as the epoch starts).
+
+    `step` is the optimizer's iteration count, which BackupAndRestore restores
+    with the weights; it is read when the epoch's first example is, before the
+    epoch's first step. So a resumed run reads each epoch in the order the
+    uninterrupted run read it (tf.data's own reshuffling counts the passes
+    over the dataset object, which start again at 0 in a new process). The
+    examples are shuffled in blocks of `SHUFFLE_BUFFER` (a uniform order for a
+    set no larger; like a shuffle buffer's reach for a larger one), then
+    augmented (`settings.augment`) with draws keyed by the same key and the
+    example's position in the epoch.
+    """
+    augment = data_lib.augmentation(True) if settings.augment else None
+
+    def one_epoch(_):
+        key = tf.stack([tf.constant(settings.seed, tf.int64), tf.cast(step, tf.int64)])
+        block_key, augment_key = (tf.random.experimental.stateless_fold_in(key, stream) for stream in (0, 1))
+
+        def shuffle_block(index, block):
+            size = tf.shape(tf.nest.flatten(block)[0])[0]
+            block_seed = tf.random.experimental.stateless_fold_in(block_key, index)
+            order = tf.random.experimental.stateless_shuffle(tf.range(size), block_seed)
+            return tf.nest.map_structure(lambda t: tf.gather(t, order), block)
+
+        shuffled = examples.batch(SHUFFLE_BUFFER).enumerate().map(shuffle_block).unbatch()
+        if augment is not None:
+            shuffled = shuffled.enumerate().map(
+                lambda i, example: augment(*example, key=tf.random.experimental.stateless_fold_in(augment_key, i)),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        return shuffled.batch(settings.batch_size)
+
+    batches = tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
+    count = int(examples.cardinality())
+    if count >= 0:  # known: Keras shows the epoch's length
+        batches = batches.apply(tf.data.experimental.assert_cardinality(-(-count // settings.batch_size)))
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def _build_model(settings, run_eagerly):
@@ -155,8 +195,9 @@ def train(settings, run_dir, *, overwrite=False, download=False, run_eagerly=Fal
     if planned == run_dir_lib.RESUME:
         logging.info("Resuming the interrupted run in %s", run_dir)
     keras.utils.set_random_seed(settings.seed)
-    dataset = _training_data(settings, download)
+    examples = _training_examples(settings, download)
     model = _build_model(settings, run_eagerly)
+    dataset = _epoch_batches(examples, settings, model.optimizer.iterations)
     epoch_ended = _EpochEnded()
     backup, *written = _run_dir_callbacks(run_dir, planned)
     fit_callbacks = [*_training_callbacks(settings, dataset), backup, epoch_ended, *written, *extra_callbacks]

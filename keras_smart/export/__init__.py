@@ -15,7 +15,11 @@ Trade-off, two ways:
   ("tradeoff", float32 of shape [1]); the file keeps each path's constant
   kernels (SMART: two per layer, see `keras_smart.layers.base.separate_paths`)
   and routes batch-norm and FiLM by the trade-off, so one file serves every
-  trade-off.
+  trade-off. With independent masks that is about 2x a baked file. Storing W
+  once with bool masks and computing the path's kernel at run time stores
+  1.5x but runs about 3.5x slower in LiteRT (XNNPACK prepacks only constant
+  weights), so the file keeps constant kernels
+  (benchmarks/runtime_tradeoff_size.py measures both).
 
 A multi-exit model (`keras_smart.exits.attach`) with its exit policy gives a
 staged bundle: one file per stage, run one after the other on the phone until

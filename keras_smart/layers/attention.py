@@ -13,6 +13,7 @@ loads them under its own attributes, so `.keras` files, `clone_model` and
 from keras_smart import _compat
 from keras_smart.layers import base
 from keras_smart.layers import conditional_kernel as ck
+from keras_smart.layers import kernel_math
 from keras_smart.layers import dual_mask
 from keras_smart.layers import noisy
 
@@ -65,7 +66,7 @@ class ConditionalAttention(_compat.AttentionProjectionsHook, base.ConditionalLay
     def check_source(cls, layer):
         """Raises if a projection of the plain `layer` is LoRA-enabled or quantized."""
         for name, projection in _compat.attention_projections(layer).items():
-            problem = ck.EinsumDenseMath.unsupported(projection)
+            problem = kernel_math.EinsumDenseMath.unsupported(projection)
             if problem:
                 raise ValueError(
                     f"MultiHeadAttention layer '{layer.name}': its {name} projection {problem}; "

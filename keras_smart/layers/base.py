@@ -88,31 +88,40 @@ def paths_separated():
     return bool(getattr(_STATE, "separate_paths", None))
 
 
-def frozen_statistics():
+def frozen_statistics(when=True):
     """Keeps dual batch-norm moving statistics still, also in training mode (attack steps).
 
-    Read at trace time, like the other scopes here.
+    Read at trace time, like the other scopes here. `when` may be a boolean
+    tensor: the statistics then stay still where it is true at run time.
     """
-    return _scoped("frozen", True)
+    return _scoped("frozen", when)
 
 
 def statistics_frozen():
-    return bool(getattr(_STATE, "frozen", None))
+    """True, False, or a boolean tensor (see `frozen_statistics`)."""
+    return _flag("frozen")
 
 
-def holding_shared_weights():
+def holding_shared_weights(when=True):
     """Makes dual-mask layers pass no gradient to the weights both of their masks keep.
 
     Training uses it around the clean path's forward when only the adversarial
     loss may train the shared weights (`AdversarialConfig(shared_weights=
     "adversarial")`): the clean path then trains its own weights and batch-norm
-    only. Read at trace time; the computed values do not change.
+    only. Read at trace time; the computed values do not change. `when` may be
+    a boolean tensor, as in `frozen_statistics`.
     """
-    return _scoped("hold_shared", True)
+    return _scoped("hold_shared", when)
 
 
 def shared_weights_held():
-    return bool(getattr(_STATE, "hold_shared", None))
+    """True, False, or a boolean tensor (see `holding_shared_weights`)."""
+    return _flag("hold_shared")
+
+
+def _flag(name):
+    value = getattr(_STATE, name, None)
+    return value if isinstance(value, tf.Tensor) else bool(value)
 
 
 def collecting_statistics(collector):

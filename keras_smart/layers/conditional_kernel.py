@@ -1,9 +1,8 @@
-"""Kernels that depend on the trade-off (binary masks, weight noise) and the layer math they feed.
+"""Kernels that depend on the trade-off (binary masks, weight noise).
 
 A conditional conv/dense layer = `ConditionalKernel` (which kernel to use at lam)
-+ one of the `*Math` mixins (what the Keras layer computes with that kernel)
-+ the Keras layer class (configuration, weights, shapes). The math is written
-with TensorFlow ops so it is the same in both Keras flavours.
++ one of the `kernel_math` mixins (what the Keras layer computes with that kernel)
++ the Keras layer class (configuration, weights, shapes).
 """
 
 import numpy as np
@@ -11,6 +10,8 @@ import tensorflow as tf
 
 from keras_smart import _compat
 from keras_smart.layers import base
+from keras_smart.layers import compact_masks
+from keras_smart.layers import kernel_math
 from keras_smart.layers import quantized
 
 keras = _compat.keras
@@ -19,7 +20,7 @@ keras = _compat.keras
 _FLOAT32 = {"dtype": "float32", **_compat.NO_AUTOCAST}
 
 
-class ConditionalKernel(base.ConditionalLayer):
+class ConditionalKernel(compact_masks.CompactMasks, base.ConditionalLayer):
     """Adds masks and/or lam-scaled noise to the kernels named in `kernel_names`.
 
     Subclasses set `mask_kind` ("dual": one mask per path; "single": one mask
@@ -96,13 +97,8 @@ class ConditionalKernel(base.ConditionalLayer):
     def build(self, input_shape):
         super().build(input_shape)
         for kernel_name in self.kernel_names:
-            shape = tuple(getattr(self, kernel_name).shape)
             for mask_name in self.mask_names(kernel_name):
-                setattr(
-                    self,
-                    mask_name,
-                    self.add_weight(name=mask_name, shape=shape, initializer="ones", trainable=False),
-                )
+                self.add_mask_weight(mask_name)  # packed: one bit per weight (see `compact_masks`)
             if self.noisy:
                 name = self.noise_scale_name(kernel_name)
                 setattr(
@@ -128,27 +124,42 @@ class ConditionalKernel(base.ConditionalLayer):
 
     def conditional_kernel(self, kernel_name, lam):
         """The kernel this layer computes with at trade-off `lam` (a float32 scalar tensor)."""
-        dtype = self.compute_dtype
-        if self.quantization is not None:
-            kernel = tf.cast(self._relaxed_kernel(kernel_name), dtype)
-        else:
-            kernel = tf.cast(getattr(self, kernel_name), dtype)
+        kernel = self._source_kernel(kernel_name)
         if self.noisy and base.noise_enabled():
-            scale = tf.abs(tf.cast(getattr(self, self.noise_scale_name(kernel_name)), dtype))
-            spread = tf.stop_gradient(tf.math.reduce_std(kernel))
-            eta = tf.random.normal(tf.shape(kernel), dtype=dtype, seed=self.seed)
-            # No noise on exact zeros: a pruned weight stays zero on the noisy path too.
-            present = tf.cast(tf.not_equal(kernel, 0.0), dtype)
-            kernel = kernel + tf.cast(lam, dtype) * scale * spread * eta * present
-        masks = [tf.cast(getattr(self, name), dtype) for name in self.mask_names(kernel_name)]
+            kernel = kernel + tf.cast(lam, kernel.dtype) * self._noise(kernel_name, kernel)
+        return self._masked(kernel_name, kernel, self.path_weight(lam))
+
+    def _source_kernel(self, kernel_name):
+        """The kernel before noise and masks (relaxed when quantized), in the compute dtype."""
+        if self.quantization is not None:
+            return tf.cast(self._relaxed_kernel(kernel_name), self.compute_dtype)
+        return tf.cast(getattr(self, kernel_name), self.compute_dtype)
+
+    def _noise(self, kernel_name, kernel):
+        """The noise lam scales: |alpha| * std(W) * eta * [W != 0], eta ~ N(0, 1) drawn by this call.
+
+        No noise on exact zeros: a pruned weight stays zero on the noisy path too.
+        """
+        dtype = kernel.dtype
+        scale = tf.abs(tf.cast(getattr(self, self.noise_scale_name(kernel_name)), dtype))
+        spread = tf.stop_gradient(tf.math.reduce_std(kernel))
+        eta = tf.random.normal(tf.shape(kernel), dtype=dtype, seed=self.seed)
+        return scale * spread * eta * tf.cast(tf.not_equal(kernel, 0.0), dtype)
+
+    def _masked(self, kernel_name, kernel, a):
+        """`kernel` through the masks at path weight `a` (linear in `kernel`)."""
+        dtype = kernel.dtype
+        masks = [self.mask_tensor(name, dtype) for name in self.mask_names(kernel_name)]
         if self.mask_kind == "dual":
-            if base.shared_weights_held():
+            held = base.shared_weights_held()
+            if held is not False:
                 shared = masks[0] * masks[1]
-                kernel = tf.stop_gradient(kernel) * shared + kernel * (1.0 - shared)
-            a = tf.cast(self.path_weight(lam), dtype)
-            kernel = kernel * ((1.0 - a) * masks[0] + a * masks[1])
-        elif self.mask_kind == "single":
-            kernel = kernel * masks[0]
+                holding = tf.stop_gradient(kernel) * shared + kernel * (1.0 - shared)
+                kernel = holding if held is True else tf.where(held, holding, kernel)
+            a = tf.cast(a, dtype)
+            return kernel * ((1.0 - a) * masks[0] + a * masks[1])
+        if self.mask_kind == "single":
+            return kernel * masks[0]
         return kernel
 
     # --- Binary-Relax quantization ---------------------------------------------------------------
@@ -162,7 +173,7 @@ class ConditionalKernel(base.ConditionalLayer):
         return np.maximum.reduce([np.asarray(m, "float32") for m in masks]) if len(masks) > 1 else masks[0]
 
     def _support_tensor(self, kernel_name):
-        masks = [tf.cast(getattr(self, name), tf.float32) for name in self.mask_names(kernel_name)]
+        masks = [self.mask_tensor(name, tf.float32) for name in self.mask_names(kernel_name)]
         if not masks:
             return None
         return masks[0] if len(masks) == 1 else tf.maximum(masks[0], masks[1])
@@ -178,11 +189,47 @@ class ConditionalKernel(base.ConditionalLayer):
         )
 
     def call(self, inputs):
-        lam = self.current_tradeoff()
+        lam = self.current_tradeoff(per_sample=True)
+        if lam.shape.rank and self._value_dependent():
+            return self._per_example_call(inputs, lam)
+        if lam.shape.rank:
+            lam = tf.reduce_max(lam)  # a group shares one path
         if self.mask_kind == "dual" and base.paths_separated():
             return self._separated_call(inputs, lam)
         kernels = [self.conditional_kernel(name, lam) for name in self.kernel_names]
         return self._forward(inputs, *kernels)
+
+    def _value_dependent(self):
+        """Whether the kernel depends on lam itself, not only on the path lam selects: noise, blend."""
+        blend = getattr(self, "tradeoff_mode", None) == "blend"
+        return (self.noisy and base.noise_enabled()) or (blend and not base.paths_separated())
+
+    def _per_example_call(self, inputs, lam):
+        """`call` with one lam per example (a vector whose entries share one path: all 0 or all > 0).
+
+        The kernel is linear in lam: K(lam) = B + c(lam) * D, with B the kernel
+        without noise and D the noise (c = lam), or, in blend mode, B the clean
+        path's kernel and D = adversarial - clean (c = lam). So
+        f(x_i; K(lam_i)) = f(x_i; B) + c_i * f(x_i; D) (two products, any lam)
+        before the bias and activation: a batch of mixed lam needs no split.
+        """
+        lam = tf.reshape(lam, [-1])
+        if self.noisy:
+            a = self.path_weight(tf.reduce_max(lam))
+            sources = [self._source_kernel(name) for name in self.kernel_names]
+            bases = [self._masked(n, k, a) for n, k in zip(self.kernel_names, sources)]
+            deltas = [self._masked(n, self._noise(n, k), a) for n, k in zip(self.kernel_names, sources)]
+        else:
+            clean, adversarial = ([self.conditional_kernel(n, tf.constant(p)) for n in self.kernel_names] for p in (0.0, 1.0))
+            bases, deltas = clean, [k1 - k0 for k0, k1 in zip(clean, adversarial)]
+        coefficient = tf.cast(lam, self.compute_dtype)
+        return self._bias_and_activation(self._per_example_linear(inputs, bases, deltas, coefficient))
+
+    def _per_example_linear(self, inputs, bases, deltas, coefficient):
+        """f(x_i; B) + c_i * f(x_i; D); two-kernel layers (SeparableConv2D) apply it stage by stage."""
+        if len(bases) > 1:
+            return self._staged_per_example_linear(inputs, bases, deltas, coefficient)
+        return kernel_math.plus_per_row(self._linear(inputs, *bases), coefficient, self._linear(inputs, *deltas))
 
     def _separated_call(self, inputs, lam):
         """The export form of `call` (see `base.separate_paths`): one constant kernel per path."""
@@ -223,7 +270,7 @@ class ConditionalKernel(base.ConditionalLayer):
         for kernel_name in self.kernel_names:
             if self.quantization is not None:
                 values[kernel_name] = folded[kernel_name] = np.asarray(self._relaxed_kernel(kernel_name))
-            masks = [values[name] for name in self.mask_names(kernel_name)]
+            masks = [self.mask_value(name) for name in self.mask_names(kernel_name)]
             if self.mask_kind == "dual":
                 folded[kernel_name] = values[kernel_name] * ((1.0 - path) * masks[0] + path * masks[1])
             elif self.mask_kind == "single":
@@ -232,7 +279,7 @@ class ConditionalKernel(base.ConditionalLayer):
 
     def kernel_masks(self, kernel_name):
         """{mask name: NumPy array} of one kernel."""
-        return {name: np.asarray(getattr(self, name).numpy()) for name in self.mask_names(kernel_name)}
+        return {name: self.mask_value(name) for name in self.mask_names(kernel_name)}
 
     # --- saving: Keras 3's Conv/Dense store only kernel and bias; store every weight -------------
 
@@ -240,255 +287,9 @@ class ConditionalKernel(base.ConditionalLayer):
         keras.layers.Layer.save_own_variables(self, store)
 
     def load_own_variables(self, store):
-        keras.layers.Layer.load_own_variables(self, store)
+        keras.layers.Layer.load_own_variables(self, self.upgraded_store(store))  # also full-shape float masks
 
     # --- TF-MOT (tf_keras): the kernels are what magnitude pruning may zero -----------------------
 
     def get_prunable_weights(self):
         return [getattr(self, name) for name in self.kernel_names]
-
-
-# --- what each Keras layer computes with its kernel(s) ----------------------------------------------
-
-
-def _channels_first(layer):
-    return layer.data_format == "channels_first"
-
-
-def _tf_data_format(layer, rank=2):
-    spatial = "DHW"[3 - rank:] if rank > 1 else "W"
-    return f"NC{spatial}" if _channels_first(layer) else f"N{spatial}C"
-
-
-def _add_bias_and_activate(layer, outputs, channels_first=False):
-    if layer.use_bias:
-        bias = tf.cast(layer.bias, outputs.dtype)
-        if channels_first:  # bias_add knows NCHW only among the channels-first formats
-            outputs = outputs + tf.reshape(bias, (1, -1) + (1,) * (outputs.shape.rank - 2))
-        else:
-            outputs = tf.nn.bias_add(outputs, bias)
-    if layer.activation is not None:
-        outputs = layer.activation(outputs)
-    return outputs
-
-
-def _four_d_strides(layer):
-    strides = tuple(layer.strides)
-    return (1, 1) + strides if _channels_first(layer) else (1,) + strides + (1,)
-
-
-class ConvMath:
-    """Conv1D / Conv2D / Conv3D with any `groups`, "causal" padding (Conv1D) and dilation."""
-
-    kernel_names = ("kernel",)
-
-    def channel_axes(self, kernel_name):
-        """The kernel axes that index output channels: the last (filters)."""
-        del kernel_name
-        return (-1,)
-
-    @classmethod
-    def check_source(cls, layer):
-        """Every Conv1D / Conv2D / Conv3D configuration is supported."""
-
-    def _linear(self, inputs, kernel):
-        padding = self.padding.upper()
-        if padding == "CAUSAL":  # what Keras's Conv1D does: pad the past, then a valid convolution
-            left = self.dilation_rate[0] * (self.kernel_size[0] - 1)
-            time_axis = 2 if _channels_first(self) else 1
-            paddings = [[0, 0], [0, 0], [0, 0]]
-            paddings[time_axis] = [left, 0]
-            inputs = tf.pad(inputs, paddings)
-            padding = "VALID"
-        rank = len(self.kernel_size)
-
-        def convolve(x, k):
-            return tf.nn.convolution(
-                x, k, strides=self.strides, padding=padding, data_format=_tf_data_format(self, rank),
-                dilations=self.dilation_rate,
-            )
-
-        if self.groups == 1 or rank < 3:  # TensorFlow's CPU kernels group 1-D and 2-D convolutions
-            return convolve(inputs, kernel)
-        # Grouped 3-D: one convolution per group (TensorFlow's CPU Conv3D has no groups).
-        channel_axis = 1 if _channels_first(self) else -1
-        parts = zip(tf.split(inputs, self.groups, axis=channel_axis), tf.split(kernel, self.groups, axis=-1))
-        return tf.concat([convolve(x, k) for x, k in parts], axis=channel_axis)
-
-    def _bias_and_activation(self, outputs):
-        return _add_bias_and_activate(self, outputs, _channels_first(self))
-
-
-def _transposed_length(length, kernel_size, stride, padding, output_padding, dilation):
-    """Keras's output length of a transposed convolution along one axis."""
-    kernel_size = (kernel_size - 1) * dilation + 1
-    if padding == "valid":
-        extra = max(kernel_size, stride) - kernel_size if output_padding is None else output_padding
-        return (length - 1) * stride + kernel_size + extra
-    if output_padding is None:
-        return length * stride
-    return (length - 1) * stride + kernel_size % 2 + output_padding
-
-
-class ConvTransposeMath:
-    """Conv2DTranspose: the gradient of a convolution, with Keras's output shape rule."""
-
-    kernel_names = ("kernel",)
-
-    def channel_axes(self, kernel_name):
-        """The kernel axes that index output channels: the second last ([h, w, filters, in])."""
-        del kernel_name
-        return (-2,)
-
-    @classmethod
-    def check_source(cls, layer):
-        """Every Conv2DTranspose configuration is supported."""
-
-    def _linear(self, inputs, kernel):
-        rank = len(self.kernel_size)
-        spatial_axes = range(2, 2 + rank) if _channels_first(self) else range(1, 1 + rank)
-        dynamic = tf.shape(inputs)
-        output_padding = self.output_padding or (None,) * rank
-        lengths = [
-            _transposed_length(
-                inputs.shape[axis] if inputs.shape[axis] is not None else dynamic[axis],
-                self.kernel_size[i], self.strides[i], self.padding, output_padding[i], self.dilation_rate[i],
-            )
-            for i, axis in enumerate(spatial_axes)
-        ]
-        filters = kernel.shape[-2]
-        shape = [dynamic[0], filters, *lengths] if _channels_first(self) else [dynamic[0], *lengths, filters]
-        return tf.nn.conv_transpose(
-            inputs, kernel, tf.stack(shape), strides=self.strides, padding=self.padding.upper(),
-            data_format=_tf_data_format(self, rank), dilations=self.dilation_rate,
-        )
-
-    def _bias_and_activation(self, outputs):
-        return _add_bias_and_activate(self, outputs, _channels_first(self))
-
-
-class DepthwiseConv2DMath:
-    kernel_names = (_compat.DEPTHWISE_KERNEL,)
-
-    def channel_axes(self, kernel_name):
-        """The kernel axes that index output channels: input channel and multiplier (the last two)."""
-        del kernel_name
-        return (-2, -1)
-
-    @classmethod
-    def check_source(cls, layer):
-        """Every DepthwiseConv2D / SeparableConv2D configuration is supported."""
-
-    def _linear(self, inputs, depthwise_kernel):
-        return tf.nn.depthwise_conv2d(
-            inputs,
-            depthwise_kernel,
-            strides=_four_d_strides(self),
-            padding=self.padding.upper(),
-            data_format=_tf_data_format(self),
-            dilations=self.dilation_rate,
-        )
-
-    def _bias_and_activation(self, outputs):
-        return _add_bias_and_activate(self, outputs, _channels_first(self))
-
-
-class SeparableConv2DMath:
-    kernel_names = ("depthwise_kernel", "pointwise_kernel")
-
-    def channel_axes(self, kernel_name):
-        """The kernel axes that index output channels: depthwise (-2, -1), pointwise (-1,)."""
-        return (-2, -1) if kernel_name == "depthwise_kernel" else (-1,)
-
-    @classmethod
-    def check_source(cls, layer):
-        """Every DepthwiseConv2D / SeparableConv2D configuration is supported."""
-
-    def _linear(self, inputs, depthwise_kernel, pointwise_kernel):
-        return tf.nn.separable_conv2d(
-            inputs,
-            depthwise_kernel,
-            pointwise_kernel,
-            strides=_four_d_strides(self),
-            padding=self.padding.upper(),
-            data_format=_tf_data_format(self),
-            dilations=self.dilation_rate,
-        )
-
-    def _bias_and_activation(self, outputs):
-        return _add_bias_and_activate(self, outputs, _channels_first(self))
-
-
-class DenseMath:
-    kernel_names = ("kernel",)
-
-    def channel_axes(self, kernel_name):
-        """The kernel axes that index output channels: the last (units)."""
-        del kernel_name
-        return (-1,)
-
-    @classmethod
-    def check_source(cls, layer):
-        """Raises if the plain `layer` has a configuration this class cannot reproduce."""
-        if getattr(layer, "lora_rank", None):
-            raise ValueError(
-                f"Dense layer '{layer.name}' has LoRA enabled (lora_rank={layer.lora_rank}); "
-                "conditional kernels need a plain kernel. Ways forward: merge or disable LoRA before "
-                f"convert, {base.keep_plain_hint(layer)}."
-            )
-
-    def _linear(self, inputs, kernel):
-        if inputs.shape.rank == 2:
-            return tf.matmul(inputs, kernel)
-        return tf.tensordot(inputs, kernel, [[inputs.shape.rank - 1], [0]])
-
-    def _bias_and_activation(self, outputs):
-        return _add_bias_and_activate(self, outputs)
-
-
-def _quantization_mode(layer):
-    """Keras 3's quantization mode of a layer ("int8", "float8", ...), None when not quantized."""
-    mode = getattr(layer, "quantization_mode", None)
-    policy = getattr(layer, "dtype_policy", None)
-    return mode or getattr(policy, "quantization_mode", None)
-
-
-class EinsumDenseMath:
-    """EinsumDense: `einsum(equation, inputs, kernel)`, then the bias broadcast over the output."""
-
-    kernel_names = ("kernel",)
-
-    def channel_axes(self, kernel_name):
-        """The kernel axes that index output channels: the last."""
-        del kernel_name
-        return (-1,)
-
-    @classmethod
-    def check_source(cls, layer):
-        """Raises for a LoRA-enabled or quantized EinsumDense (conditional kernels need a plain kernel)."""
-        problem = cls.unsupported(layer)
-        if problem:
-            raise ValueError(
-                f"EinsumDense layer '{layer.name}' {problem}; conditional kernels need a plain float "
-                "kernel. Ways forward: merge or disable LoRA, convert the float model before "
-                f"quantizing it, {base.keep_plain_hint(layer)}."
-            )
-
-    @staticmethod
-    def unsupported(layer):
-        """What in the plain EinsumDense `layer` a conditional kernel cannot reproduce, or None."""
-        if getattr(layer, "lora_rank", None) or getattr(layer, "lora_enabled", False):
-            return f"has LoRA enabled (lora_rank={getattr(layer, 'lora_rank', None)})"
-        if _quantization_mode(layer) is not None:
-            return f"is quantized (quantization_mode={_quantization_mode(layer)!r})"
-        return None
-
-    def _linear(self, inputs, kernel):
-        return tf.einsum(self.equation, inputs, kernel)
-
-    def _bias_and_activation(self, outputs):
-        if self.bias is not None:  # shaped by Keras to broadcast against the output's trailing axes
-            outputs = outputs + tf.cast(self.bias, outputs.dtype)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs

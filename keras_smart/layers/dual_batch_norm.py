@@ -86,8 +86,10 @@ class DualBatchNormalization(base.PathPairedWeights, keras.layers.BatchNormaliza
             collector.add(self, mean, variance + tf.square(mean), count)
         elif training and self.trainable:
             mean, variance = tf.nn.moments(x, reduction_axes)
-            if not base.statistics_frozen():
-                self._move_statistics(mean, variance, a, nonempty=tf.size(x) > 0)
+            frozen = base.statistics_frozen()
+            if frozen is not True:
+                moves = tf.size(x) > 0
+                self._move_statistics(mean, variance, a, nonempty=moves if frozen is False else moves & ~frozen)
         else:
             mean = self._routed("moving_mean", a)
             variance = self._routed("moving_variance", a)
@@ -115,7 +117,7 @@ class DualBatchNormalization(base.PathPairedWeights, keras.layers.BatchNormaliza
         return tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
 
     def _move_statistics(self, mean, variance, a, nonempty):
-        """Moves the active set's moving statistics towards the batch's (an empty batch moves none)."""
+        """Moves the active set's moving statistics towards the batch's where `nonempty` (a boolean tensor)."""
         for stat, batch_value in (("moving_mean", mean), ("moving_variance", variance)):
             for variable, weight in ((getattr(self, stat), 1.0 - a), (getattr(self, ADV_PREFIX + stat), a)):
                 moved = variable * self.momentum + batch_value * (1.0 - self.momentum)

@@ -4,6 +4,7 @@ from keras_smart import _compat
 from keras_smart import config as config_lib
 from keras_smart import validation
 from keras_smart.layers import conditional_kernel as ck
+from keras_smart.layers import kernel_math
 
 keras = _compat.keras
 
@@ -56,7 +57,7 @@ class DualMask(ck.ConditionalKernel):
 
 
 @_compat.register_serializable
-class DualMaskConv2D(DualMask, ck.ConvMath, keras.layers.Conv2D):
+class DualMaskConv2D(DualMask, kernel_math.ConvMath, keras.layers.Conv2D):
     """A `keras.layers.Conv2D` with a clean and an adversarial mask over its kernel.
 
     Example:
@@ -70,7 +71,7 @@ class DualMaskConv2D(DualMask, ck.ConvMath, keras.layers.Conv2D):
 
 
 @_compat.register_serializable
-class DualMaskDepthwiseConv2D(DualMask, ck.DepthwiseConv2DMath, keras.layers.DepthwiseConv2D):
+class DualMaskDepthwiseConv2D(DualMask, kernel_math.DepthwiseConv2DMath, keras.layers.DepthwiseConv2D):
     """A `keras.layers.DepthwiseConv2D` with a clean and an adversarial mask over its kernel.
 
     Example:
@@ -81,7 +82,7 @@ class DualMaskDepthwiseConv2D(DualMask, ck.DepthwiseConv2DMath, keras.layers.Dep
 
 
 @_compat.register_serializable
-class DualMaskSeparableConv2D(DualMask, ck.SeparableConv2DMath, keras.layers.SeparableConv2D):
+class DualMaskSeparableConv2D(DualMask, kernel_math.SeparableConv2DMath, keras.layers.SeparableConv2D):
     """A `keras.layers.SeparableConv2D` with clean and adversarial masks over both its kernels.
 
     Example:
@@ -92,7 +93,7 @@ class DualMaskSeparableConv2D(DualMask, ck.SeparableConv2DMath, keras.layers.Sep
 
 
 @_compat.register_serializable
-class DualMaskDense(DualMask, ck.DenseMath, keras.layers.Dense):
+class DualMaskDense(DualMask, kernel_math.DenseMath, keras.layers.Dense):
     """A `keras.layers.Dense` with a clean and an adversarial mask over its kernel.
 
     Example:
@@ -103,7 +104,7 @@ class DualMaskDense(DualMask, ck.DenseMath, keras.layers.Dense):
 
 
 @_compat.register_serializable
-class DualMaskConv1D(DualMask, ck.ConvMath, keras.layers.Conv1D):
+class DualMaskConv1D(DualMask, kernel_math.ConvMath, keras.layers.Conv1D):
     """A `keras.layers.Conv1D` with a clean and an adversarial mask over its kernel.
 
     Example:
@@ -114,7 +115,7 @@ class DualMaskConv1D(DualMask, ck.ConvMath, keras.layers.Conv1D):
 
 
 @_compat.register_serializable
-class DualMaskConv3D(DualMask, ck.ConvMath, keras.layers.Conv3D):
+class DualMaskConv3D(DualMask, kernel_math.ConvMath, keras.layers.Conv3D):
     """A `keras.layers.Conv3D` with a clean and an adversarial mask over its kernel.
 
     Example:
@@ -125,7 +126,7 @@ class DualMaskConv3D(DualMask, ck.ConvMath, keras.layers.Conv3D):
 
 
 @_compat.register_serializable
-class DualMaskConv2DTranspose(DualMask, ck.ConvTransposeMath, keras.layers.Conv2DTranspose):
+class DualMaskConv2DTranspose(DualMask, kernel_math.ConvTransposeMath, keras.layers.Conv2DTranspose):
     """A `keras.layers.Conv2DTranspose` with a clean and an adversarial mask over its kernel.
 
     Example:
@@ -136,7 +137,7 @@ class DualMaskConv2DTranspose(DualMask, ck.ConvTransposeMath, keras.layers.Conv2
 
 
 @_compat.register_serializable
-class DualMaskEinsumDense(DualMask, ck.EinsumDenseMath, keras.layers.EinsumDense):
+class DualMaskEinsumDense(DualMask, kernel_math.EinsumDenseMath, keras.layers.EinsumDense):
     """A `keras.layers.EinsumDense` with a clean and an adversarial mask over its kernel.
 
     Example:

@@ -2,6 +2,7 @@
 
 from keras_smart import _compat
 from keras_smart.layers import conditional_kernel as ck
+from keras_smart.layers import kernel_math
 from keras_smart.layers import dual_mask
 
 keras = _compat.keras
@@ -48,7 +49,7 @@ class Noisy(ck.ConditionalKernel):
 
 
 @_compat.register_serializable
-class NoisyConv2D(Noisy, ck.ConvMath, keras.layers.Conv2D):
+class NoisyConv2D(Noisy, kernel_math.ConvMath, keras.layers.Conv2D):
     """A `keras.layers.Conv2D` whose kernel carries lam-scaled learnable noise.
 
     Example:
@@ -59,7 +60,7 @@ class NoisyConv2D(Noisy, ck.ConvMath, keras.layers.Conv2D):
 
 
 @_compat.register_serializable
-class NoisyDepthwiseConv2D(Noisy, ck.DepthwiseConv2DMath, keras.layers.DepthwiseConv2D):
+class NoisyDepthwiseConv2D(Noisy, kernel_math.DepthwiseConv2DMath, keras.layers.DepthwiseConv2D):
     """A `keras.layers.DepthwiseConv2D` whose kernel carries lam-scaled learnable noise.
 
     Example:
@@ -70,7 +71,7 @@ class NoisyDepthwiseConv2D(Noisy, ck.DepthwiseConv2DMath, keras.layers.Depthwise
 
 
 @_compat.register_serializable
-class NoisySeparableConv2D(Noisy, ck.SeparableConv2DMath, keras.layers.SeparableConv2D):
+class NoisySeparableConv2D(Noisy, kernel_math.SeparableConv2DMath, keras.layers.SeparableConv2D):
     """A `keras.layers.SeparableConv2D` whose kernels carry lam-scaled learnable noise.
 
     Example:
@@ -81,7 +82,7 @@ class NoisySeparableConv2D(Noisy, ck.SeparableConv2DMath, keras.layers.Separable
 
 
 @_compat.register_serializable
-class NoisyDense(Noisy, ck.DenseMath, keras.layers.Dense):
+class NoisyDense(Noisy, kernel_math.DenseMath, keras.layers.Dense):
     """A `keras.layers.Dense` whose kernel carries lam-scaled learnable noise.
 
     Example:
@@ -92,7 +93,7 @@ class NoisyDense(Noisy, ck.DenseMath, keras.layers.Dense):
 
 
 @_compat.register_serializable
-class NoisyConv1D(Noisy, ck.ConvMath, keras.layers.Conv1D):
+class NoisyConv1D(Noisy, kernel_math.ConvMath, keras.layers.Conv1D):
     """A `keras.layers.Conv1D` whose kernel carries lam-scaled learnable noise.
 
     Example:
@@ -103,7 +104,7 @@ class NoisyConv1D(Noisy, ck.ConvMath, keras.layers.Conv1D):
 
 
 @_compat.register_serializable
-class NoisyConv3D(Noisy, ck.ConvMath, keras.layers.Conv3D):
+class NoisyConv3D(Noisy, kernel_math.ConvMath, keras.layers.Conv3D):
     """A `keras.layers.Conv3D` whose kernel carries lam-scaled learnable noise.
 
     Example:
@@ -114,7 +115,7 @@ class NoisyConv3D(Noisy, ck.ConvMath, keras.layers.Conv3D):
 
 
 @_compat.register_serializable
-class NoisyConv2DTranspose(Noisy, ck.ConvTransposeMath, keras.layers.Conv2DTranspose):
+class NoisyConv2DTranspose(Noisy, kernel_math.ConvTransposeMath, keras.layers.Conv2DTranspose):
     """A `keras.layers.Conv2DTranspose` whose kernel carries lam-scaled learnable noise.
 
     Example:
@@ -125,7 +126,7 @@ class NoisyConv2DTranspose(Noisy, ck.ConvTransposeMath, keras.layers.Conv2DTrans
 
 
 @_compat.register_serializable
-class NoisyEinsumDense(Noisy, ck.EinsumDenseMath, keras.layers.EinsumDense):
+class NoisyEinsumDense(Noisy, kernel_math.EinsumDenseMath, keras.layers.EinsumDense):
     """A `keras.layers.EinsumDense` whose kernel carries lam-scaled learnable noise.
 
     Example:

@@ -9,6 +9,7 @@ plain model.
 
 from keras_smart import _compat
 from keras_smart.layers import conditional_kernel as ck
+from keras_smart.layers import kernel_math
 
 keras = _compat.keras
 
@@ -35,7 +36,7 @@ class Quantized(ck.ConditionalKernel):
 
 
 @_compat.register_serializable
-class QuantizedConv1D(Quantized, ck.ConvMath, keras.layers.Conv1D):
+class QuantizedConv1D(Quantized, kernel_math.ConvMath, keras.layers.Conv1D):
     """A `keras.layers.Conv1D` whose kernel is relaxed towards a low-bit level set.
 
     Example:
@@ -46,7 +47,7 @@ class QuantizedConv1D(Quantized, ck.ConvMath, keras.layers.Conv1D):
 
 
 @_compat.register_serializable
-class QuantizedConv2D(Quantized, ck.ConvMath, keras.layers.Conv2D):
+class QuantizedConv2D(Quantized, kernel_math.ConvMath, keras.layers.Conv2D):
     """A `keras.layers.Conv2D` whose kernel is relaxed towards a low-bit level set.
 
     Example:
@@ -60,7 +61,7 @@ class QuantizedConv2D(Quantized, ck.ConvMath, keras.layers.Conv2D):
 
 
 @_compat.register_serializable
-class QuantizedConv3D(Quantized, ck.ConvMath, keras.layers.Conv3D):
+class QuantizedConv3D(Quantized, kernel_math.ConvMath, keras.layers.Conv3D):
     """A `keras.layers.Conv3D` whose kernel is relaxed towards a low-bit level set.
 
     Example:
@@ -71,7 +72,7 @@ class QuantizedConv3D(Quantized, ck.ConvMath, keras.layers.Conv3D):
 
 
 @_compat.register_serializable
-class QuantizedConv2DTranspose(Quantized, ck.ConvTransposeMath, keras.layers.Conv2DTranspose):
+class QuantizedConv2DTranspose(Quantized, kernel_math.ConvTransposeMath, keras.layers.Conv2DTranspose):
     """A `keras.layers.Conv2DTranspose` whose kernel is relaxed towards a low-bit level set.
 
     Example:
@@ -82,7 +83,7 @@ class QuantizedConv2DTranspose(Quantized, ck.ConvTransposeMath, keras.layers.Con
 
 
 @_compat.register_serializable
-class QuantizedDepthwiseConv2D(Quantized, ck.DepthwiseConv2DMath, keras.layers.DepthwiseConv2D):
+class QuantizedDepthwiseConv2D(Quantized, kernel_math.DepthwiseConv2DMath, keras.layers.DepthwiseConv2D):
     """A `keras.layers.DepthwiseConv2D` whose kernel is relaxed towards a low-bit level set.
 
     Example:
@@ -93,7 +94,7 @@ class QuantizedDepthwiseConv2D(Quantized, ck.DepthwiseConv2DMath, keras.layers.D
 
 
 @_compat.register_serializable
-class QuantizedSeparableConv2D(Quantized, ck.SeparableConv2DMath, keras.layers.SeparableConv2D):
+class QuantizedSeparableConv2D(Quantized, kernel_math.SeparableConv2DMath, keras.layers.SeparableConv2D):
     """A `keras.layers.SeparableConv2D` whose kernels are relaxed towards a low-bit level set.
 
     Example:
@@ -104,7 +105,7 @@ class QuantizedSeparableConv2D(Quantized, ck.SeparableConv2DMath, keras.layers.S
 
 
 @_compat.register_serializable
-class QuantizedDense(Quantized, ck.DenseMath, keras.layers.Dense):
+class QuantizedDense(Quantized, kernel_math.DenseMath, keras.layers.Dense):
     """A `keras.layers.Dense` whose kernel is relaxed towards a low-bit level set.
 
     Example:
@@ -118,7 +119,7 @@ class QuantizedDense(Quantized, ck.DenseMath, keras.layers.Dense):
 
 
 @_compat.register_serializable
-class QuantizedEinsumDense(Quantized, ck.EinsumDenseMath, keras.layers.EinsumDense):
+class QuantizedEinsumDense(Quantized, kernel_math.EinsumDenseMath, keras.layers.EinsumDense):
     """A `keras.layers.EinsumDense` whose kernel is relaxed towards a low-bit level set.
 
     Example:

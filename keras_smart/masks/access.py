@@ -37,9 +37,9 @@ def masked_layers(model, caller):
     return {l.name: l for l in layers}
 
 
-def mask_variables(layer):
-    """{mask weight name: variable} of every kernel of a masked layer."""
-    return {n: getattr(layer, n) for k in registry.kernel_names(layer) for n in layer.mask_names(k)}
+def mask_shapes(layer):
+    """{mask weight name: full shape (its kernel's)} of every kernel of a masked layer."""
+    return {n: layer.mask_shape(n) for k in registry.kernel_names(layer) for n in layer.mask_names(k)}
 
 
 def get_masks(model):
@@ -89,12 +89,12 @@ def set_masks(model, masks):
         for layer_name, layer_masks in masks.items()
         for assignment in _checked_layer_masks(layers, layer_name, layer_masks)
     ]
-    for variable, value in checked:
-        variable.assign(value)
+    for layer_name, mask_name, value in checked:
+        layers[layer_name].assign_mask(mask_name, value)
 
 
 def _checked_layer_masks(layers, layer_name, layer_masks):
-    """[(mask variable, float32 0/1 array)] for one layer's entry of `set_masks`, every value checked."""
+    """[(layer name, mask name, float32 0/1 array)] for one layer's entry of `set_masks`, every value checked."""
     if layer_name not in layers:
         raise ValueError(f"No masked layer named {layer_name!r}. Masked layers: {sorted(layers)}")
     if not isinstance(layer_masks, collections.abc.Mapping):
@@ -102,15 +102,15 @@ def _checked_layer_masks(layers, layer_name, layer_masks):
             f"`masks[{layer_name!r}]` must map mask names to arrays. "
             f"Received: {type(layer_masks).__name__}"
         )
-    variables = mask_variables(layers[layer_name])
+    shapes = mask_shapes(layers[layer_name])
     checked = []
     for mask_name, value in layer_masks.items():
-        if mask_name not in variables:
+        if mask_name not in shapes:
             raise ValueError(
-                f"Layer {layer_name!r} has no mask {mask_name!r}. Its masks: {sorted(variables)}"
+                f"Layer {layer_name!r} has no mask {mask_name!r}. Its masks: {sorted(shapes)}"
             )
         value = np.asarray(value)
-        expected = tuple(variables[mask_name].shape)
+        expected = shapes[mask_name]
         if value.shape != expected:
             raise ValueError(
                 f"Mask {layer_name!r}/{mask_name!r} must have shape {expected}. "
@@ -121,5 +121,5 @@ def _checked_layer_masks(layers, layer_name, layer_masks):
                 f"Mask {layer_name!r}/{mask_name!r} must contain only 0 and 1. "
                 f"Received values such as {np.unique(value)[:5].tolist()}"
             )
-        checked.append((variables[mask_name], value.astype("float32")))
+        checked.append((layer_name, mask_name, value.astype("float32")))
     return checked

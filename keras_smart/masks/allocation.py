@@ -50,13 +50,18 @@ class MaskedKernel:
         self.layer = layer
         self.kernel_name = kernel_name
         self.mask_names = layer.mask_names(kernel_name)
-        self.variables = [getattr(layer, n) for n in self.mask_names]
-        self.size = int(np.prod(self.variables[0].shape))
+        self.shape = layer.mask_shape(self.mask_names[0])
+        self.size = int(np.prod(self.shape))
         self.keep = [keep_count(d, self.size) for d in densities]
 
     @property
     def kernel(self):
         return np.asarray(getattr(self.layer, self.kernel_name).numpy())
+
+    def assign(self, masks):
+        """Stores {mask name: 0/1 array} (as `select` returns) in the layer."""
+        for name, mask in masks.items():
+            self.layer.assign_mask(name, mask)
 
     def select(self, scores, max_overlap):
         """{mask name: 0/1 array} from per-mask scores, honouring the overlap constraint."""

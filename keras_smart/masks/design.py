@@ -139,7 +139,7 @@ def _dense_masks(layers, dense_layers):
     if unknown:
         raise ValueError(f"`dense_layers` names no masked layer: {unknown}. Masked layers: {sorted(layers)}")
     return {
-        name: {n: np.ones(v.shape, np.float32) for n, v in access.mask_variables(layers[name]).items()}
+        name: {n: np.ones(shape, np.float32) for n, shape in access.mask_shapes(layers[name]).items()}
         for name in dense_layers
     }
 
@@ -207,8 +207,8 @@ def _score_kernels(model, layers, kernels, mask_config, *, data, attack, loss_fn
 
 def _set_all_ones(layers):
     for layer in layers.values():
-        for variable in access.mask_variables(layer).values():
-            variable.assign(np.ones(variable.shape, np.float32))
+        for name, shape in access.mask_shapes(layer).items():
+            layer.assign_mask(name, np.ones(shape, np.float32))
 
 
 def _default_attack(model):

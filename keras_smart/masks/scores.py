@@ -8,28 +8,28 @@ SMART's dual masks, one for FLOATS' shared mask), each the kernel's shape;
 import numpy as np
 import tensorflow as tf
 
-from keras_smart import _compat
 from keras_smart import multi_exit_training
 from keras_smart.attacks import common as attacks_common
 from keras_smart.layers import base
+from keras_smart.layers import compact_masks
 
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPSILON = 0.9, 0.999, 1e-8
 
 
 def magnitude_scores(kernels):
     """|W| for every mask of every kernel (at equal densities both SMART paths get the same mask)."""
-    return [[np.abs(k.kernel)] * len(k.variables) for k in kernels]
+    return [[np.abs(k.kernel)] * len(k.mask_names) for k in kernels]
 
 
 def random_scores(kernels, seed):
     """Uniform draws from `seed`, independent per kernel and per mask."""
     rng = np.random.default_rng(seed)
-    return [[rng.random(k.variables[0].shape) for _ in k.variables] for k in kernels]
+    return [[rng.random(k.shape) for _ in k.mask_names] for k in kernels]
 
 
-def _path_variables(kernels, path):
-    """The mask variables path 0 (clean) or 1 (adversarial) computes with; a single mask serves both."""
-    return [k.variables[min(path, len(k.variables) - 1)] for k in kernels]
+def _path_masks(kernels, path):
+    """[(layer, mask name)] path 0 (clean) or 1 (adversarial) computes with; a single mask serves both."""
+    return [(k.layer, k.mask_names[min(path, len(k.mask_names) - 1)]) for k in kernels]
 
 
 class MaskGradients:
@@ -46,14 +46,14 @@ class MaskGradients:
         self._model = model
         self._attack = attack
         self._loss_fn = loss_fn or attacks_common.default_loss
-        self._variables = [
-            [_compat.tf_variable(v) for v in _path_variables(kernels, path)] for path in (0, 1)
-        ]
+        self._masks = [_path_masks(kernels, path) for path in (0, 1)]
         self._exits = multi_exit_training.output_count(model)
         self._function = tf.function(self._gradients, reduce_retracing=True)
 
     def _gradients(self, x, y, path):
-        variables = self._variables[path]
+        # The stored masks are bits: the tape watches float copies that the layers compute with instead.
+        masks = [layer.mask_tensor(name, tf.float32) for layer, name in self._masks[path]]
+        substitutes = compact_masks.substituted_masks(dict(zip(self._masks[path], masks)))
 
         def model_fn(inputs):
             return self._model(inputs, training=False)
@@ -63,11 +63,11 @@ class MaskGradients:
                 x = multi_exit_training.run_attack(
                     self._attack, model_fn, x, y, exits=self._exits, exit_attack="max_average", exit_index=-1
                 )
-            with tf.GradientTape() as tape:
-                tape.watch(variables)
+            with tf.GradientTape() as tape, substitutes:
+                tape.watch(masks)
                 outputs = tf.nest.flatten(model_fn(x))
                 loss = tf.add_n([tf.reduce_sum(tf.cast(self._loss_fn(y, logits), tf.float32)) for logits in outputs])
-        return tape.gradient(loss, variables)
+        return tape.gradient(loss, masks)
 
     def __call__(self, x, y, path):
         return [g.numpy() for g in self._function(x, y, path)]
@@ -79,7 +79,7 @@ def snip_scores(kernels, gradients, batches):
     The saliencies are |dL/dm| summed over `batches`, so every mask must be all
     ones while they are taken (the caller's to arrange).
     """
-    totals = [[np.zeros(k.variables[0].shape, np.float32) for k in kernels] for _ in (0, 1)]
+    totals = [[np.zeros(k.shape, np.float32) for k in kernels] for _ in (0, 1)]
     for x, y in batches:
         for path in (0, 1):
             for total, grad in zip(totals[path], gradients(x, y, path)):
@@ -87,7 +87,7 @@ def snip_scores(kernels, gradients, batches):
     scores = []
     for i, kernel in enumerate(kernels):
         clean, adv = np.abs(totals[0][i]), np.abs(totals[1][i])
-        if len(kernel.variables) == 1:
+        if len(kernel.mask_names) == 1:
             scores.append([clean / max(clean.sum(), 1e-12) + adv / max(adv.sum(), 1e-12)])
         else:
             scores.append([clean, adv])
@@ -102,12 +102,11 @@ def learned_scores(kernels, gradients, batches, max_overlap, steps, learning_rat
     an adversarial batch (adversarial masks), and moves the scores down it.
     The masks are left at the last step's top-k.
     """
-    scores = [[np.abs(k.kernel) / max(np.abs(k.kernel).max(), 1e-12) for _ in k.variables] for k in kernels]
+    scores = [[np.abs(k.kernel) / max(np.abs(k.kernel).max(), 1e-12) for _ in k.mask_names] for k in kernels]
     moments = [[(np.zeros_like(s), np.zeros_like(s)) for s in per_kernel] for per_kernel in scores]
     for step in range(1, steps + 1):
         for kernel, kernel_scores in zip(kernels, scores):
-            for variable, mask in zip(kernel.variables, kernel.select(kernel_scores, max_overlap).values()):
-                variable.assign(mask)
+            kernel.assign(kernel.select(kernel_scores, max_overlap))
         x, y = batches[(step - 1) % len(batches)]
         grads = _score_gradients(scores, gradients(x, y, 0), gradients(x, y, 1))
         for per_kernel, per_moments, per_grads in zip(scores, moments, grads):

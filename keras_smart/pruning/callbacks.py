@@ -29,15 +29,14 @@ class _NativeUpkeep:
     def _remember_eagerly(self):
         for kernel, keep in zip(self._kernels, self._keep):
             used = tf.not_equal(kernel.variable, 0)
-            if kernel.masks:
-                used = tf.logical_and(used, tf.reduce_any(tf.stack([m > 0 for m in kernel.masks]), axis=0))
+            if kernel.mask_names:
+                used = tf.logical_and(used, tf.reduce_any(tf.stack([m > 0 for m in kernel.mask_tensors()]), axis=0))
             keep.assign(tf.cast(used, keep.dtype))
 
     def _restore_eagerly(self):
         for kernel, keep in zip(self._kernels, self._keep):
             _compat.tf_variable(kernel.variable).assign(kernel.variable * keep)
-            for mask in kernel.masks:
-                _compat.tf_variable(mask).assign(mask * tf.cast(keep, mask.dtype))
+            kernel.multiply_masks(tf.convert_to_tensor(keep))
 
     def before_step(self, step):
         """Remembers which weights are pruned (the first time: after `BackupAndRestore` restored the model)."""

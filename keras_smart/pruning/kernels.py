@@ -12,6 +12,7 @@ keep both, so a restored model goes on pruning where it stopped.
 """
 
 import numpy as np
+import tensorflow as tf
 
 from keras_smart import _compat
 from keras_smart import registry
@@ -114,11 +115,23 @@ class Kernel:
         return getattr(self.layer, self.kernel_name)
 
     @property
-    def masks(self):
-        """The path masks over the kernel (SMART: two, FLOATS: one, others: none)."""
+    def mask_names(self):
+        """The names of the path masks over the kernel (SMART: two, FLOATS: one, others: none)."""
         if not isinstance(self.layer, ck.ConditionalKernel):
-            return []
-        return [getattr(self.layer, n) for n in self.layer.mask_names(self.kernel_name)]
+            return ()
+        return self.layer.mask_names(self.kernel_name)
+
+    def mask_tensors(self):
+        """The path masks as float32 0/1 tensors of the kernel's shape (in a graph too)."""
+        return [self.layer.mask_tensor(n, tf.float32) for n in self.mask_names]
+
+    def multiply_masks(self, keep):
+        """Multiplies every path mask by the 0/1 `keep` (NumPy eagerly, or a tensor in a graph too)."""
+        for name in self.mask_names:
+            if tf.is_tensor(keep):
+                self.layer.assign_mask(name, self.layer.mask_tensor(name, keep.dtype) * keep)
+            else:
+                self.layer.assign_mask(name, self.layer.mask_value(name) * keep)
 
     @property
     def pruning(self):
@@ -139,8 +152,8 @@ class Kernel:
     def used(self):
         """Weights that some path computes with (non-zero and inside the union of the masks)."""
         used = np.asarray(self.variable.numpy()) != 0
-        if self.masks:
-            used &= np.any([np.asarray(m.numpy()) > 0 for m in self.masks], axis=0)
+        if self.mask_names:
+            used &= np.any([self.layer.mask_value(n) > 0 for n in self.mask_names], axis=0)
         return used
 
     def prune_to(self, level):
@@ -153,8 +166,7 @@ class Kernel:
         alive[order[:keep]] = 1
         alive = alive.reshape(kernel.shape)
         self.variable.assign(kernel * alive)
-        for mask in self.masks:
-            mask.assign(np.asarray(mask.numpy()) * alive)
+        self.multiply_masks(alive)
 
 
 def tfmot_wrappers(model):

@@ -213,8 +213,7 @@ def strip_wrappers(model):
     for layer, name in _masked_kernels(stripped):
         nonzero = (np.asarray(getattr(layer, name).numpy()) != 0).astype("float32")
         for mask_name in layer.mask_names(name):
-            mask = getattr(layer, mask_name)
-            mask.assign(np.asarray(mask.numpy()) * nonzero)
+            layer.assign_mask(mask_name, layer.mask_value(mask_name) * nonzero)
     return stripped
 
 

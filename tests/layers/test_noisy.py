@@ -42,7 +42,7 @@ def test_noise_scale_learns_from_the_loss():
 def test_floats_mask_zeroes_survive_noise():
     layer = _dense(masked=True, seed=0)
     mask = (np.random.default_rng(0).random(layer.kernel.shape) < 0.3).astype("float32")
-    layer.kernel_mask.assign(mask)
+    layer.assign_mask("kernel_mask", mask)
     kernel = layer.conditional_kernel("kernel", tf.constant(1.0)).numpy()
     assert np.all(kernel[mask == 0] == 0)
 

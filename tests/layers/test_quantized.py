@@ -82,14 +82,14 @@ def test_a_dual_mask_kernel_is_relaxed_over_the_union_of_its_masks():
     layer = cl.DualMaskDense(2, use_bias=False, quantization="ternary")
     layer.build((None, 3))
     layer.kernel.assign(_W)
-    layer.kernel_clean_mask.assign(np.array([[1, 0], [1, 0], [0, 1]], "float32"))
-    layer.kernel_adv_mask.assign(np.array([[1, 1], [0, 0], [1, 1]], "float32"))
+    layer.assign_mask("kernel_clean_mask", np.array([[1, 0], [1, 0], [0, 1]], "float32"))
+    layer.assign_mask("kernel_adv_mask", np.array([[1, 1], [0, 0], [1, 1]], "float32"))
     union = np.array([[1, 1], [1, 0], [1, 1]], "float32")
     np.testing.assert_array_equal(layer.quantization_support("kernel"), union)
     layer.relax_eta.assign(np.inf)
     q = _project("ternary", None, union)
-    for tradeoff, mask in ((0.0, layer.kernel_clean_mask), (1.0, layer.kernel_adv_mask)):
-        np.testing.assert_array_equal(layer.folded_weights(tradeoff)["kernel"], q * mask.numpy())
+    for tradeoff, mask in ((0.0, "kernel_clean_mask"), (1.0, "kernel_adv_mask")):
+        np.testing.assert_array_equal(layer.folded_weights(tradeoff)["kernel"], q * layer.mask_value(mask))
 
 
 def test_channel_axes_index_the_output_channels():

@@ -69,7 +69,7 @@ def test_smart_paths_have_their_own_zero_channels():
     conv.kernel.assign(_kernel_with_zero_channels(()))
     adv_mask = np.ones(conv.kernel.shape, "float32")
     adv_mask[..., 3] = 0.0
-    conv.kernel_adv_mask.assign(adv_mask)
+    conv.assign_mask("kernel_adv_mask", adv_mask)
     quantization.finalize(model)
     clean, adv = quantization.report(model, tradeoff=0.0), quantization.report(model, tradeoff=1.0)
     assert (clean.rows[0]["zero_channels"], adv.rows[0]["zero_channels"]) == (0, 1)
