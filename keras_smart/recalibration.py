@@ -163,26 +163,10 @@ def recalibrate_batchnorm(
     validation.check_int(batch_size, "batch_size", minimum=1)
     validation.check_int(max_batches, "max_batches", minimum=1)
     batches = inputs.take_batches(data, batch_size, max_batches, "batch-norm recalibration")
-    collector = _Collector(layers)
-    bn_training = attack is not None and attack.bn_mode == config_lib.BatchNormMode.TRAIN
-
-    def attack_model(x):
-        with base.frozen_statistics():
-            return model(x, training=bn_training)
-
-    def collect(x, y, lam):
-        with base.tradeoff_override(lam):
-            if lam > 0.0:
-                x = exit_training.run_attack(
-                    attack, attack_model, x, y, exits=exits, exit_attack=exit_attack, exit_index=exit_index
-                )
-            with base.collecting_statistics(collector):
-                model(x, training=False)
-
     statistics, examples = {}, {}
     for lam in tradeoffs:
+        collector, step = _collecting_step(model, layers, lam, attack, exits, exit_attack, exit_index)
         collector.reset()
-        step = tf.function(lambda x, y, lam=lam: collect(x, y, lam), reduce_retracing=True)
         for x, y in batches:
             step(x, y)
         statistics[lam] = {id(layer): collector.statistics(layer) for layer in layers}
@@ -195,6 +179,39 @@ def recalibrate_batchnorm(
             getattr(layer, prefix + "moving_mean").assign(mean)
             getattr(layer, prefix + "moving_variance").assign(variance)
     return examples
+
+
+def _collecting_step(model, layers, lam, attack, exits, exit_attack, exit_index):
+    """(collector, traced step) that feeds a batch's statistics at `lam` to the collector.
+
+    Kept on the model for the same settings, so that a `fit` called again (each
+    one ends with a recalibration) does not trace the step again.
+    """
+    key = (tuple(id(l) for l in layers), lam, attack, exits, exit_attack, exit_index)
+    steps = model.__dict__.get("_recalibration_steps")
+    if steps is None:
+        steps = {}
+        object.__setattr__(model, "_recalibration_steps", steps)  # past Keras's attribute tracking
+    if key in steps:
+        return steps[key]
+    collector = _Collector(layers)
+    bn_training = attack is not None and attack.bn_mode == config_lib.BatchNormMode.TRAIN
+
+    def attack_model(x):
+        with base.frozen_statistics():
+            return model(x, training=bn_training)
+
+    def collect(x, y):
+        with base.tradeoff_override(lam):
+            if lam > 0.0:
+                x = exit_training.run_attack(
+                    attack, attack_model, x, y, exits=exits, exit_attack=exit_attack, exit_index=exit_index
+                )
+            with base.collecting_statistics(collector):
+                model(x, training=False)
+
+    steps[key] = collector, tf.function(collect, reduce_retracing=True)
+    return steps[key]
 
 
 def after_fit(model, fit_args, fit_kwargs, *, tradeoffs, attack, max_batches, exit_attack=None, exit_index=None):

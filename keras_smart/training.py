@@ -353,29 +353,49 @@ class SmartModel(_compat.MultiWorkerFit, keras.Model):
         follow that lam at run time; a clean batch (lam = 0) discards its attack.
         """
         adversarial = self._adversarial.config
+        forward = self._training_forward(x)
         if adversarial.sampling == config_lib.Sampling.BATCH:
-            return [self._group_tensors(x, y, sample_weight, lam, attacked=lam[0] > 0.0)]
+            return [self._group_tensors(forward, x, y, sample_weight, lam, attacked=lam[0] > 0.0)]
         size = tf.shape(x)[0]
         clean = tf.cast(tf.math.ceil(adversarial.clean_share * tf.cast(size, tf.float32)), tf.int32)
         groups = []
         if adversarial.clean_share > 0:
             rows = [_rows(value, slice(None, clean)) for value in (x, y, sample_weight, lam)]
-            groups.append(self._group_tensors(*rows, attacked=False))
+            groups.append(self._group_tensors(forward, *rows, attacked=False))
         if adversarial.clean_share < 1:
             first = [_rows(value, slice(None, 1)) for value in (x, y, sample_weight, lam)]
             rows = [_rows(value, slice(clean, None)) for value in (x, y, sample_weight, lam)]
             rows = [_at_least_one_row(value, fill) for value, fill in zip(rows, first)]
-            groups.append(self._group_tensors(*rows, attacked=True, real=size > clean))
+            groups.append(self._group_tensors(forward, *rows, attacked=True, real=size > clean))
         return groups
 
-    def _group_tensors(self, x_g, y_g, w_g, lam_g, *, attacked, real=True):
+    def _training_forward(self, x):
+        """The model's training-mode forward as one traced function of (inputs, per-example lam, whether
+        statistics stay still, whether shared weights are held), so that the step's three forwards
+        share one trace and one gradient (tracing the model three times took most of the trace time)."""
+        hold = self._adversarial.config.shared_weights == "adversarial"
+
+        def forward(inputs, lam, frozen, held):
+            with base.tradeoff_override(lam), base.frozen_statistics(frozen):
+                with base.holding_shared_weights(held if hold else False):
+                    return self._forward(inputs, True)
+
+        signature = [
+            tf.TensorSpec([None, *x.shape[1:]], x.dtype),
+            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([], tf.bool),
+            tf.TensorSpec([], tf.bool),
+        ]
+        return tf.function(forward, input_signature=signature, autograph=False)
+
+    def _group_tensors(self, forward, x_g, y_g, w_g, lam_g, *, attacked, real=True):
         """One group's tensors for the loss, a dict; its lists hold one tensor per output.
 
         "clean" logits, "targets" and "clean_weight" row weights; an attacked
         group adds "adv" logits, "adv_weight" row weights, "attacked" (the
         sample weights adversarial accuracy counts) and, for TRADES, "kl" (the
         weighted KL per row). `attacked` and `real` (False: an inert row) are
-        Python booleans or boolean tensors.
+        Python booleans or boolean tensors; `forward` is `_training_forward`'s.
         """
         adversarial = self._adversarial.config
         if real is not True:
@@ -384,18 +404,17 @@ class SmartModel(_compat.MultiWorkerFit, keras.Model):
         group = {"targets": y_g if isinstance(y_g, list) else [y_g], "clean_weight": clean_weight}
         hold = adversarial.shared_weights == "adversarial"
         if attacked is False:
-            with base.tradeoff_override(0.0), base.holding_shared_weights(hold):
-                group["clean"] = self._forward(x_g, True)
+            group["clean"] = forward(x_g, tf.zeros_like(lam_g), tf.constant(False), tf.constant(hold))
             return group
         # Every lam > 0 shares the adversarial path. A path's moving statistics come from the
         # inputs it serves: the adversarial path's from adversarial examples, not from this
         # clean pass (which moves the clean path's in a clean batch).
         with base.tradeoff_override(lam_g):
             x_adv = self._attack(x_g, y_g)
-            with base.frozen_statistics(attacked), base.holding_shared_weights(_both(hold, _negated(attacked))):
-                group["clean"] = self._forward(x_g, True)
-            with base.frozen_statistics(_negated(_both(attacked, real))):
-                group["adv"] = self._forward(x_adv, True)
+        flags = (tf.convert_to_tensor(v) for v in (attacked, _both(hold, _negated(attacked)), _negated(_both(attacked, real))))
+        frozen_clean, held, frozen_adv = flags
+        group["clean"] = forward(x_g, lam_g, frozen_clean, held)
+        group["adv"] = forward(x_adv, lam_g, frozen_adv, tf.constant(False))
         group.update(adv_weight=adv_weight, attacked=w_g * tf.cast(attacked, w_g.dtype))
         if adversarial.loss == config_lib.AdversarialLoss.TRADES:
             group["kl"] = adv_weight * losses.summed_kl_divergence(group["clean"], group["adv"])

@@ -143,6 +143,14 @@ class CompactMasks:
         packed = tf.convert_to_tensor(_compat.tf_variable(getattr(self, mask_name)))
         return unpack(packed, self.mask_shape(mask_name), dtype)
 
+    def path_mask_tensor(self, clean_name, adversarial_name, adversarial, dtype=tf.float32):
+        """The mask `adversarial` (a boolean scalar tensor) selects, as `mask_tensor` gives it: the packed
+        words are selected first, so only one mask is expanded."""
+        if base.paths_separated() or getattr(_STATE, "substitutes", None):
+            return tf.where(adversarial, self.mask_tensor(adversarial_name, dtype), self.mask_tensor(clean_name, dtype))
+        words = [tf.convert_to_tensor(_compat.tf_variable(getattr(self, n))) for n in (clean_name, adversarial_name)]
+        return unpack(tf.where(adversarial, words[1], words[0]), self.mask_shape(clean_name), dtype)
+
     def mask_value(self, mask_name):
         """Mask `mask_name` as a float32 0/1 NumPy array of its kernel's shape."""
         return unpack(np.asarray(getattr(self, mask_name).numpy()), self.mask_shape(mask_name))

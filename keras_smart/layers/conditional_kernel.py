@@ -149,9 +149,12 @@ class ConditionalKernel(compact_masks.CompactMasks, base.ConditionalLayer):
     def _masked(self, kernel_name, kernel, a):
         """`kernel` through the masks at path weight `a` (linear in `kernel`)."""
         dtype = kernel.dtype
-        masks = [self.mask_tensor(name, dtype) for name in self.mask_names(kernel_name)]
+        names = self.mask_names(kernel_name)
+        held = base.shared_weights_held()
+        if self.mask_kind == "dual" and held is False and getattr(self, "tradeoff_mode", None) != "blend":
+            return kernel * self.path_mask_tensor(*names, tf.cast(a, tf.float32) > 0.5, dtype)  # one of the two
+        masks = [self.mask_tensor(name, dtype) for name in names]
         if self.mask_kind == "dual":
-            held = base.shared_weights_held()
             if held is not False:
                 shared = masks[0] * masks[1]
                 holding = tf.stop_gradient(kernel) * shared + kernel * (1.0 - shared)
