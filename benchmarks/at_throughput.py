@@ -25,6 +25,16 @@ Configurations (`--runs`):
   `tf.function` `train_step` (without one ART defines a new `tf.function` in
   every `classifier.fit` call, i.e. once per batch, and retraces every step) and
   the attack's generation batch set to the training batch (ART's PGD default 32).
+- clean_jit, pgd_at_jit, smart_jit: clean, pgd_at and smart compiled with
+  `jit_compile=True` (XLA); a run the library refuses is reported under
+  "failed_runs" and the others go on. The 4.5x target compares the PGD-AT step
+  and the clean step each at the faster of jit_compile True / False.
+- repeated_fit, first_step, weight_bytes (not interleaved; see
+  benchmarks/fit_overheads.py, JSON under "overheads"): N x `fit(epochs=1)` vs
+  one `fit(epochs=N)` of a SMART model (`--fit_epochs`, `--fit_rounds`; target
+  <= 1.10); MobileNetV2 (96x96x3, 10 classes) first-step seconds, adversarial
+  SMART `fit` vs plain `fit` (`--first_step_batch`; target <= 2.5); MobileNetV2
+  SMART weight bytes over the dense model's (target <= 1.5).
 
 Timing: the Keras configurations each run one `fit` (epochs = 1 + repeats,
 `steps_per_epoch = --steps`) in a worker thread that a callback holds at each
@@ -37,6 +47,9 @@ to load from other processes, which is recorded ("machine": load averages and
 this process's CPU share per block: ~cores when the machine is otherwise idle).
 
 Run: python benchmarks/at_throughput.py [--steps 6] [--repeats 5] [--width 32] [--runs clean,pgd_at,smart]
+     python benchmarks/at_throughput.py --issue15   (the training-speed issue's set, ~10 minutes on 2 cores)
+The default --runs are the step-time runs without the jit runs and the
+measurements.
 Prints one JSON object to stdout. Not a test.
 """
 
@@ -61,6 +74,7 @@ from keras_smart import attacks  # pylint: disable=g-import-not-at-top
 from keras_smart import backbones  # pylint: disable=g-import-not-at-top
 from keras_smart import callbacks  # pylint: disable=g-import-not-at-top
 
+import fit_overheads  # benchmarks/fit_overheads.py: repeated fit calls, first-step time, weight bytes
 import pgd_at  # benchmarks/pgd_at.py: the hand-written PGD-AT baseline
 
 keras = _compat.keras
@@ -78,7 +92,17 @@ SMART_RUNS = {
     "oat": ("oat", {}, "element"),
     "oat_batch": ("oat", {}, "batch"),
 }
-RUNS = ("clean", "pgd_at", "pgd_at_lam1") + tuple(SMART_RUNS) + ("art",)
+JIT_RUNS = ("clean_jit", "pgd_at_jit", "smart_jit")  # the same runs compiled with jit_compile=True
+MEASUREMENTS = ("repeated_fit", "first_step", "weight_bytes")  # fit_overheads.py; not interleaved
+RUNS = ("clean", "pgd_at", "pgd_at_lam1") + tuple(SMART_RUNS) + ("art",) + JIT_RUNS + MEASUREMENTS
+# --issue15: exactly the measurements of the training-speed issue, small enough for ~10 minutes on 2 busy cores.
+ISSUE15 = {
+    "runs": "clean,pgd_at,smart,float,art,clean_jit,pgd_at_jit,smart_jit,repeated_fit,first_step,weight_bytes",
+    "steps": 4,
+    "repeats": 3,
+    "fit_epochs": 3,
+    "fit_rounds": 2,
+}
 
 
 class _Turns(keras.callbacks.Callback):
@@ -204,12 +228,12 @@ def _backbone(args):
     return backbones.resnet(depth, input_shape=(28, 28, 1), width=args.width)
 
 
-def _compile(model, learning_rate):
+def _compile(model, learning_rate, jit_compile=False):
     model.compile(
         keras.optimizers.Adam(learning_rate),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=False,
+        jit_compile=jit_compile,
     )
     return model
 
@@ -230,20 +254,33 @@ def _start(name, args, x, y, attack, rounds):
     if name == "art":
         return _ARTRun(base, x, y, args, attack, args.learning_rate)
     dataset = _dataset(x, y, args.batch_size, args.seed)
+    jit = name.endswith("_jit")
+    name = name[: -len("_jit")] if jit else name
     extra = []
     if name == "clean":
-        model = _compile(base, args.learning_rate)
+        model = _compile(base, args.learning_rate, jit)
     elif name in ("pgd_at", "pgd_at_lam1"):
         lam = 1.0 if name == "pgd_at_lam1" else args.pgd_at_lam
-        model = _compile(pgd_at.PGDATModel(base.inputs, base.outputs, attack, lam), args.learning_rate)
+        model = _compile(pgd_at.PGDATModel(base.inputs, base.outputs, attack, lam), args.learning_rate, jit)
     else:
-        method, options, sampling = SMART_RUNS[name]
-        model = keras_smart.convert(base, method, **options)
-        if method in ("smart", "floats"):
-            keras_smart.design_masks(model, score="random", density=(0.5, 0.5), seed=args.seed)
-        model = _compile(model, args.learning_rate)
-        extra.append(callbacks.AdversarialCallback(attack=attack, sampling=sampling, seed=args.seed))
-    return _FitRun(name, model, dataset, args.steps, rounds, extra)
+        model, callback = _smart_model(name, base, attack, args)
+        model = _compile(model, args.learning_rate, jit)
+        extra.append(callback)
+    return _FitRun(name + ("_jit" if jit else ""), model, dataset, args.steps, rounds, extra)
+
+
+def _seeded_smart(args, attack):
+    keras.utils.set_random_seed(args.seed)
+    return _smart_model("smart", _backbone(args), attack, args)
+
+
+def _smart_model(name, base, attack, args):
+    """(the converted model of SMART_RUNS[name], its AdversarialCallback)."""
+    method, options, sampling = SMART_RUNS[name]
+    model = keras_smart.convert(base, method, **options)
+    if method in ("smart", "floats"):
+        keras_smart.design_masks(model, score="random", density=(0.5, 0.5), seed=args.seed)
+    return model, callbacks.AdversarialCallback(attack=attack, sampling=sampling, seed=args.seed)
 
 
 def _ratio(a, b):
@@ -270,6 +307,17 @@ def _ratios(step, k):
             "art_over_pgd_at_lam1": _ratio(step.get("art"), step.get("pgd_at_lam1")),
         }
     )
+    for name in ("clean", "pgd_at", "smart"):
+        ratios[f"{name}_jit_over_{name}"] = _ratio(step.get(f"{name}_jit"), step.get(name))
+    ratios["pgd_at_jit_over_clean_jit"] = _ratio(step.get("pgd_at_jit"), step.get("clean_jit"))
+    ratios["smart_jit_over_clean_jit"] = _ratio(step.get("smart_jit"), step.get("clean_jit"))
+    # Each step at the faster of jit_compile=True / False (whichever runs were measured).
+    fastest = {
+        name: min((step[n] for n in (name, f"{name}_jit") if step.get(n)), default=None)
+        for name in ("clean", "pgd_at", "smart")
+    }
+    ratios["pgd_at_fastest_over_clean_fastest"] = _ratio(fastest["pgd_at"], fastest["clean"])
+    ratios["smart_fastest_over_clean_fastest"] = _ratio(fastest["smart"], fastest["clean"])
     return ratios
 
 
@@ -305,6 +353,12 @@ def _report(args, attack, blocks, warmups, load, wall):
         lambda v: v <= bound,
     )
     target("smart_at_least_3.5x_faster_than_art", ratios["art_over_smart"], lambda v: v >= 3.5)
+    if "clean_jit" in runs or "pgd_at_jit" in runs:
+        target(
+            f"pgd{k}_step_within_4.5x_clean (each at the faster of jit_compile True / False)",
+            ratios["pgd_at_fastest_over_clean_fastest"],
+            lambda v: v <= 4.5,
+        )
     info = {
         "smart_batch_within_1.10x_pgd_at": ratios.get("smart_batch_over_pgd_at"),
         "float_batch_within_1.10x_pgd_at": ratios.get("float_batch_over_pgd_at"),
@@ -333,6 +387,7 @@ def _report(args, attack, blocks, warmups, load, wall):
             "tradeoffs": list(keras_smart.config.OAT_TRADEOFFS),
             "clean_share": "1/6 (element sampling)",
             "masks": "design_masks(score='random', density=(0.5, 0.5)) for smart and floats",
+            "jit": "runs named *_jit compile with jit_compile=True (XLA), the others with jit_compile=False",
             "art": "AdversarialTrainerMadryPGD(ratio 1 = lam 1), TensorFlowV2Classifier with a tf.function "
             "train_step, attack batch_size = batch_size",
             "timing": "interleaved rounds, round 0 (tracing) discarded; median over rounds of block wall "
@@ -370,16 +425,51 @@ def main(args):
     attack = keras_smart.AttackConfig(
         eps=args.eps, steps=args.attack_steps, step_size=args.step_size or None
     )
+    blocks, warmups, failed = _interleaved(args, x, y, attack)
+    overheads = fit_overheads.measure(
+        [n for n in args.runs if n in MEASUREMENTS],
+        args,
+        attack,
+        compile_model=lambda model: _compile(model, args.learning_rate),
+        smart_digits=lambda: _seeded_smart(args, attack),
+        dataset=lambda: _dataset(x, y, args.batch_size, args.seed),
+    )
+    load_end = [round(v, 2) for v in os.getloadavg()]
+    report = _report(args, attack, blocks, warmups, (load_start, load_end), time.perf_counter() - t0)
+    if failed:
+        report["failed_runs"] = failed
+    if overheads:
+        report["overheads"] = overheads
+        fit_overheads.add_targets(overheads, report["targets"])
+    print(json.dumps(report, indent=1))
+
+
+def _interleaved(args, x, y, attack):
+    """({run: [(wall, cpu) per timed block]}, {run: warm-up seconds}, {run: error}) of the step-time runs.
+
+    A run that fails (e.g. a combination the library refuses) is reported and
+    left out; the others go on.
+    """
     rounds = 1 + args.repeats
-    started = {}
+    started, failed = {}, {}
+    blocks, warmups = {}, {}
     try:
-        for name in args.runs:
-            started[name] = _start(name, args, x, y, attack, rounds)
-        blocks = {name: [] for name in args.runs}
-        warmups = {}
+        for name in (n for n in args.runs if n not in MEASUREMENTS):
+            try:
+                started[name] = _start(name, args, x, y, attack, rounds)
+            except Exception as error:  # pylint: disable=broad-except
+                failed[name] = f"{type(error).__name__}: {error}"
+        blocks = {name: [] for name in started}
         for r in range(rounds):
-            for name, run in started.items():
-                timing = run.block()
+            for name, run in list(started.items()):
+                try:
+                    timing = run.block()
+                except RuntimeError as error:
+                    cause = error.__cause__ or error
+                    failed[name] = f"{type(cause).__name__}: {str(cause)[:500]}"
+                    run.close()
+                    del started[name], blocks[name]
+                    continue
                 if r:
                     blocks[name].append(timing)
                 else:
@@ -389,14 +479,13 @@ def main(args):
     finally:
         for run in started.values():
             run.close()
-    load_end = [round(v, 2) for v in os.getloadavg()]
-    report = _report(args, attack, blocks, warmups, (load_start, load_end), time.perf_counter() - t0)
-    print(json.dumps(report, indent=1))
+    return blocks, warmups, failed
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated, from: " + ",".join(RUNS))
+    default_runs = [r for r in RUNS if r not in JIT_RUNS + MEASUREMENTS]
+    parser.add_argument("--runs", default=",".join(default_runs), help="comma-separated, from: " + ",".join(RUNS))
     parser.add_argument("--backbone", default="digits_cnn", help="digits_cnn or resnet<6n+2> (e.g. resnet8)")
     parser.add_argument("--width", type=int, default=32, help="digits_cnn: first conv's filters; resnet: stage 1's")
     parser.add_argument("--batch_size", type=int, default=128)
@@ -412,7 +501,16 @@ def parse_args(argv=None):
         "--threads", type=int, default=0,
         help="TF intra- and inter-op threads (0: TF's default); 1 makes the CPU-time ratios robust to load",
     )
+    parser.add_argument("--fit_epochs", type=int, default=3, help="repeated_fit: N fit(epochs=1) vs fit(epochs=N)")
+    parser.add_argument("--fit_rounds", type=int, default=3, help="repeated_fit: timed rounds after a warm-up")
+    parser.add_argument("--first_step_batch", type=int, default=8, help="first_step: MobileNetV2 batch size")
+    parser.add_argument(
+        "--issue15", action="store_true",
+        help=f"the training-speed issue's measurements: defaults {ISSUE15} (explicit flags still win)",
+    )
     parser.add_argument("--verbose", action="store_true", help="per-block times on stderr")
+    if "--issue15" in (sys.argv[1:] if argv is None else argv):
+        parser.set_defaults(**ISSUE15)
     args = parser.parse_args(argv)
     args.runs = [r for r in args.runs.split(",") if r]
     unknown = sorted(set(args.runs) - set(RUNS))
@@ -424,7 +522,7 @@ def parse_args(argv=None):
         parser.error(f"--backbone must be digits_cnn or resnet<depth>. Received: {args.backbone!r}")
     if args.threads < 0:
         parser.error(f"--threads must be >= 0. Received: {args.threads}")
-    for flag in ("steps", "repeats", "attack_steps", "batch_size", "width"):
+    for flag in ("steps", "repeats", "attack_steps", "batch_size", "width", "fit_epochs", "fit_rounds", "first_step_batch"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1. Received: {getattr(args, flag)}")
     if not 0.0 < args.pgd_at_lam <= 1.0:
