@@ -22,7 +22,8 @@ class ExportResult:
       tradeoff: the baked trade-off, or None for a runtime-trade-off file or a plain model.
       runtime_tradeoff: whether the trade-off is the file's second input ("tradeoff").
       max_abs_diff: the largest |LiteRT - Keras| over the check inputs (and check trade-offs).
-      agreement: the share of check inputs whose top-1 class matches Keras.
+      agreement: the share of check inputs whose top-1 class matches Keras (for 8-bit files: or is
+        within one 8-bit step, (max - min logit) / 255, of Keras' top logit: a tie the file cannot resolve).
       check_samples: how many inputs were compared (per trade-off).
       check_tradeoffs: the trade-offs a runtime-trade-off file was checked at.
       ops: the builtin operators the file uses, sorted.

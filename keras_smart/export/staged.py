@@ -243,7 +243,9 @@ def check_chain(paths, stages, x, expected, options):
     for path, stage, want in zip(paths, stages, expected):
         ops, runner = verify.load(path)
         got = verify.run(runner, feeds)
-        max_diff, agree, total = verify.compare_outputs(got[OUTPUT_NAME], want)
+        max_diff, agree, total = verify.compare_outputs(
+            got[OUTPUT_NAME], want, verify.tie_tolerance(want, options.quantize)
+        )
         verify.require_parity(max_diff, agree / max(total, 1), len(x), (), options, path)
         results.append(
             ExportResult(

@@ -127,22 +127,35 @@ def _compare(model, runner, check, tradeoffs, options):
     for tradeoff in tradeoffs:
         got = _litert_outputs(runner, check, tradeoff if options.runtime_tradeoff else None)
         expected = _keras_outputs(model, check, tradeoff, options.smart)
-        diff, agreed, compared = compare_outputs(got, expected)
+        diff, agreed, compared = compare_outputs(got, expected, tie_tolerance(expected, options.quantize))
         max_diff, agree, total = max(max_diff, diff), agree + agreed, total + compared
     return max_diff, agree / max(total, 1)
 
 
-def compare_outputs(got, expected):
+def compare_outputs(got, expected, tie=0.0):
     """(max abs difference, examples whose top-1 class agrees, examples) of LiteRT logits against Keras'.
 
     The difference is in units of the largest Keras output magnitude when that exceeds 1: float32
-    round-off grows with the size of the logits, so large logits are compared relatively."""
+    round-off grows with the size of the logits, so large logits are compared relatively. The file's
+    top-1 class agrees when its Keras logit is within `tie` of the Keras top logit (`tie_tolerance`)."""
     if got.shape != expected.shape:
         raise ExportError(f"LiteRT output shape {got.shape} differs from Keras' {expected.shape}.")
     scale = max(1.0, float(np.max(np.abs(expected)))) if got.size else 1.0
     max_diff = float(np.max(np.abs(got - expected))) / scale if got.size else 0.0
-    agree = int(np.sum(np.argmax(got, -1) == np.argmax(expected, -1)))
+    chosen = np.take_along_axis(expected, np.argmax(got, -1)[..., None], -1)[..., 0]
+    agree = int(np.sum(chosen >= np.max(expected, -1) - tie))
     return max_diff, agree, int(np.prod(got.shape[:-1]))
+
+
+def tie_tolerance(expected, quantize):
+    """How close two Keras logits may be and still count as a tie for a file quantized by `quantize`.
+
+    An 8-bit activation ("int8", and "dynamic", which quantizes activations on the fly) spans at least
+    the logits' range in 255 steps, so logits closer than one step are a tie the file cannot resolve.
+    Float and float16 files resolve them: no tolerance."""
+    if quantize not in ("int8", "dynamic") or not expected.size:
+        return 0.0
+    return float(np.max(expected) - np.min(expected)) / 255.0
 
 
 def _litert_outputs(runner, x, tradeoff):
@@ -200,8 +213,9 @@ def require_parity(max_diff, agreement, samples, tradeoffs, options, path):
             )
     elif not agreement >= options.min_agreement:
         raise ExportError(
-            f"The {options.quantize} LiteRT file agrees with the Keras model's top-1 class on only "
-            f"{agreement:.1%} of {samples} check inputs{where} (required: {options.min_agreement:.1%}). "
+            f"The {options.quantize} LiteRT file agrees with the Keras model's top-1 class (or a class tied "
+            f"with it within one 8-bit step) on only {agreement:.1%} of {samples} check inputs{where} "
+            f"(required: {options.min_agreement:.1%}). "
             "Give more representative calibration data, or a lower `min_agreement`. No file was written "
             f"to {path!r}."
         )

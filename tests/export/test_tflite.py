@@ -11,6 +11,7 @@ from keras_smart import _compat
 from keras_smart import export
 from keras_smart import pruning
 from keras_smart.export import conversion
+from keras_smart.export import verify
 from keras_smart.layers import base
 from tests import models
 from tests.export import common
@@ -172,6 +173,17 @@ def test_weight_quantized_files_are_checked_by_top1_agreement(quantize, digits_c
     result = export.to_tflite(smart, tmp_path / "q.tflite", runtime_tradeoff=True, quantize=quantize, check_data=check)
     assert result.quantize == quantize and result.agreement >= 0.98
     assert result.check_tradeoffs == (0.0, 0.5, 1.0)
+
+
+def test_an_8bit_file_may_pick_either_of_two_logits_closer_than_one_8bit_step():
+    """Logits spanning 25.5 resolve 0.1 at 8 bits: a flip inside that is a tie, one past it a disagreement."""
+    expected = np.array([[10.0, 9.95, -15.5], [10.0, 9.8, -15.5]], np.float32)
+    swapped = expected[:, [1, 0, 2]]
+    tie = verify.tie_tolerance(expected, "int8")
+    assert tie == pytest.approx(0.1) and verify.tie_tolerance(expected, "dynamic") == tie
+    assert verify.compare_outputs(swapped, expected, tie)[1:] == (1, 2)
+    assert verify.tie_tolerance(expected, "float16") == verify.tie_tolerance(expected, None) == 0.0
+    assert verify.compare_outputs(swapped, expected)[1:] == (0, 2)
 
 
 def test_a_failed_check_leaves_no_file_and_keeps_an_existing_one(tmp_path):
