@@ -25,6 +25,7 @@ from keras_smart.conversion import strip
 from keras_smart.evaluation import TradeoffReport
 from keras_smart.evaluation import evaluate_tradeoff
 from keras_smart.masks import NonzeroCount
+from keras_smart.masks import channel_plan
 from keras_smart.masks import count_nonzero
 from keras_smart.masks import design_masks
 from keras_smart.masks import get_masks
@@ -54,6 +55,7 @@ __all__ = [
     "attacks",
     "backbones",
     "callbacks",
+    "channel_plan",
     "convert",
     "count_nonzero",
     "data",

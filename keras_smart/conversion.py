@@ -12,6 +12,7 @@ import itertools
 import warnings
 
 from keras_smart import _compat
+from keras_smart import compaction
 from keras_smart import config as config_lib
 from keras_smart import registry
 from keras_smart import training
@@ -99,7 +100,7 @@ def convert(model, method="smart", skip=None, **options):
     return converted
 
 
-def strip(model, tradeoff=None):
+def strip(model, tradeoff=None, compact=False):
     """Folds a SmartModel at one trade-off into a plain Keras model (same layer names).
 
     Masks are multiplied into the kernels, the batch-norm set of the chosen path
@@ -110,12 +111,31 @@ def strip(model, tradeoff=None):
     SmartModel computes at `tradeoff` (for noisy methods: inside
     `keras_smart.layers.expected_noise()`).
 
+    With `compact=True` the plain model is then made physically narrower
+    (`keras_smart.compaction.compact`): every output channel the masks drop at
+    `tradeoff` is removed from its kernel layer, from the batch-norm and other
+    per-channel layers it flows through and from the next kernel layer's input,
+    wherever that leaves the outputs unchanged; a dropped channel's constant
+    (its bias through batch-norm and activation) goes into the next layer's
+    bias. Channels that reach an addition, a concatenation, a model output or a
+    zero-padded convolution with a non-zero constant are kept. The result
+    computes what the SmartModel computes at `tradeoff` (to float round-off).
+
     Args:
       model: a `SmartModel`.
       tradeoff: a number in [0, 1]; None uses the model's current trade-off.
+      compact: remove the dropped output channels (the masks used at
+        `tradeoff` must keep or drop whole channels).
 
     Returns:
       A Functional `keras.Model` made of plain Keras layers.
+
+    Raises:
+      TypeError: `model` is not a SmartModel.
+      ValueError: a trade-off outside [0, 1]; with `compact=True`, a model
+        without masks, or masks that mix zeros and ones inside an output
+        channel (the message names the layer; design channel masks with
+        `keras_smart.design_masks(model, ..., granularity="channel")`).
 
     Example:
       >>> plain = keras_smart.strip(smart, tradeoff=1.0)
@@ -123,9 +143,13 @@ def strip(model, tradeoff=None):
       ('Conv2D', 'BatchNormalization')
       >>> np.allclose(plain(x[:4]), smart(x[:4]), atol=1e-5)
       True
+      >>> keras_smart.strip(smart, tradeoff=1.0, compact=True).get_layer("conv").filters  # all-ones masks
+      8
     """
     smart = _smart_model(model, "strip")
     tradeoff = get_tradeoff(smart) if tradeoff is None else validation.check_tradeoff(tradeoff)
+    if validation.check_bool(compact, "compact"):
+        compaction.check_channel_structured(smart, tradeoff)
 
     def to_plain(layer, entry):
         if not isinstance(layer, base.ConditionalLayer):
@@ -138,7 +162,7 @@ def strip(model, tradeoff=None):
         plain,
         lambda source, target: source.assign_folded_to(target, tradeoff),
     )
-    return plain
+    return compaction.compact(plain) if compact else plain
 
 
 def set_tradeoff(model, tradeoff=validation.UNSET, *, lam=validation.UNSET):

@@ -149,7 +149,8 @@ def test_no_weak_attack_alarm_on_an_adversarially_trained_model(report):
 def test_markdown_and_plot(report, tmp_path):
     result, _, _ = report
     table = result.to_markdown()
-    assert "| λ | clean | fgsm | pgd20 | autoattack | worst case | non-zeros | MACs |" in table
+    assert "| λ | clean | fgsm | pgd20 | autoattack | worst case | non-zeros | non-zero MACs |" in table
+    assert "with a non-zero weight" in table and "executed_macs" in table, "the caption says which MACs"
     assert table.count("\n| 0 |") == 1 and table.count("\n| 1 |") == 1
     assert "PGD-20, 20 steps" in table
     assert "AutoAttack = APGD-CE, 20 steps then APGD-T (targeted DLR), 10 steps, 3 target classes then " in table

@@ -171,7 +171,7 @@ def test_report_json_markdown_and_plot(report, tmp_path):
     assert evaluation.TradeoffReport.from_json(result.to_json()) == result
     table = result.to_markdown()
     assert "| λ | clean | exit1 | exit2 | exit3 | average | max_average | adaptive_follow |" in table
-    assert "| worst case | non-zeros | MACs | MACs (% of full) | exit shares (%) |" in table
+    assert "| worst case | non-zeros | non-zero MACs | MACs (% of full) | exit shares (%) |" in table
     assert "Exit policy: side exits after pool1, pool2" in table and "60.0% of the MACs" in table
     assert "PGD-10 multi-exit family, 10 steps" in table
     path = result.plot(tmp_path / "frontier.png", robust="adaptive")

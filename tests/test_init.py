@@ -19,6 +19,7 @@ def test_public_api_is_pinned():
         "attacks",
         "backbones",
         "callbacks",
+        "channel_plan",
         "convert",
         "count_nonzero",
         "data",

@@ -38,7 +38,7 @@ class TradeoffReport:
       >>> [row["tradeoff"] for row in report.rows], report.attacks
       ([0.0, 1.0], ['fgsm'])
       >>> print(report.to_markdown().splitlines()[0])
-      | λ | clean | fgsm | worst case | non-zeros | MACs |
+      | λ | clean | fgsm | worst case | non-zeros | non-zero MACs |
       >>> TradeoffReport.from_json(report.to_json()) == report
       True
       >>> report.plot(tempfile.mkdtemp() + "/frontier.png", baselines={"PGD-AT": (0.97, 0.88)})
@@ -156,7 +156,7 @@ class TradeoffReport:
 
 def _table(rows, names):
     exits = bool(rows) and "exit_shares" in rows[0]
-    header = ["λ", "clean", *names, "worst case", "non-zeros", "MACs"]
+    header = ["λ", "clean", *names, "worst case", "non-zeros", "non-zero MACs"]
     header += ["MACs (% of full)", "exit shares (%)"] if exits else []
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
     for row in rows:
@@ -186,8 +186,10 @@ def _threat_model(settings):
         f"Accuracy (%) on {settings.get('examples')} examples, {_norm_symbol(settings)} eps = "
         f"{settings.get('eps'):g}; an example is robust to an attack only if it is also classified correctly "
         "clean; worst case = per example over every attack. Randomness: "
-        f"{settings.get('randomness', {}).get('mode', 'deterministic')}. Non-zeros and MACs: kernel weights and "
-        "multiply-accumulates per example of the path each λ selects."
+        f"{settings.get('randomness', {}).get('mode', 'deterministic')}. Non-zeros and non-zero MACs: kernel "
+        "weights and multiply-accumulates per example with a non-zero weight, on the path each λ selects; a "
+        "dense runtime (LiteRT) executes every MAC of its file, zeros included (a bundle's smart.json gives "
+        "each file's executed_macs; keras_smart.strip(..., compact=True) removes dropped channels)."
     )
 
 

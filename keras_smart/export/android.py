@@ -32,6 +32,7 @@ def bundle(
     input_range=(0.0, 1.0),
     overwrite=False,
     policy=None,
+    compact=False,
     **to_tflite_options,
 ):
     """Writes what an Android app needs: `.tflite` file(s), `labels.txt` and `smart.json`.
@@ -44,9 +45,11 @@ def bundle(
       `model.tflite`;
     - `labels.txt`: one class name per line, in output order;
     - `smart.json`: input name, shape (batch -1), dtype and value range, output
-      name and shape, each file with its trade-off, size, SHA-256 and check
-      numbers, and, with `report`, each trade-off's measured clean / robust
-      accuracy.
+      name and shape, each file with its trade-off, size, SHA-256, check
+      numbers, executed MACs (every kernel multiply-accumulate the file runs,
+      zeros included) and non-zero MACs (those of the path it serves, as the
+      report counts them), and, with `report`, each trade-off's measured clean
+      / robust accuracy.
 
     A multi-exit model (`keras_smart.exits.attach`) gives a staged bundle and
     needs `policy`: per trade-off, its single file above (the final exit only)
@@ -88,6 +91,9 @@ def bundle(
         file per trade-off.
       input_range: the (min, max) of the model's input values, recorded for the app.
       overwrite: replace an existing non-empty `out_dir`.
+      compact: export each baked trade-off physically narrower (the output
+        channels its masks drop removed: `to_tflite(..., compact=True)`); needs
+        channel-structured masks; not with `runtime_tradeoff` or exits.
       policy: for a multi-exit model, its `keras_smart.exits.ExitPolicy`
         (its thresholds used at every trade-off, as `evaluate_tradeoff` uses
         them), or a list of them, one per trade-off, each calibrated at its
@@ -133,7 +139,7 @@ def bundle(
     input_range = _check_range(input_range)
     if "tradeoff" in to_tflite_options or "path" in to_tflite_options:
         raise ValueError("`bundle` chooses each file's `tradeoff` and path itself; use `tradeoffs`.")
-    options = dict(quantize=quantize, representative_data=representative_data, **to_tflite_options)
+    options = dict(quantize=quantize, representative_data=representative_data, compact=compact, **to_tflite_options)
     if staged:
         options = _staged_options(model, runtime_tradeoff, options)
 
@@ -170,6 +176,7 @@ def _staged_options(model, runtime_tradeoff, options):
         model, runtime_tradeoff=runtime_tradeoff, quantize=settings["quantize"],
         representative_data=settings["representative_data"], atol=settings["atol"],
         min_agreement=settings["min_agreement"], int8_io=settings["int8_io"], max_samples=settings["max_samples"],
+        compact=settings["compact"],
     )
     representative, check = tflite_lib.samples(
         model, settings["representative_data"], settings["check_data"], checked.max_samples

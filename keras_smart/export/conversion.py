@@ -1,5 +1,6 @@
 """Keras model to `.tflite` bytes: a serving function with named tensors, converted with builtin operators only."""
 
+import dataclasses
 import tempfile
 import warnings
 
@@ -20,7 +21,7 @@ def serving_function(model, options):
 
     A runtime-trade-off function takes the trade-off as a second input (float32,
     shape [1], clipped to [0, 1]) and computes each path with its own constant
-    kernels; a baked one runs `keras_smart.strip(model, tradeoff)`. Both run
+    kernels; a baked one runs `keras_smart.strip(model, tradeoff, compact=options.compact)`. Both run
     with noise at its expectation (`expected_noise()`), NoiseInjection included.
     """
     spec = tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32, name=INPUT_NAME)
@@ -34,7 +35,7 @@ def serving_function(model, options):
             return {OUTPUT_NAME: tf.cast(outputs, tf.float32)}
 
         return tf.function(serve_runtime, input_signature=[spec, tradeoff_spec]), model
-    exported = strip(model, tradeoff=options.tradeoff) if options.smart else model
+    exported = strip(model, tradeoff=options.tradeoff, compact=options.compact) if options.smart else model
 
     def serve(input):  # pylint: disable=redefined-builtin
         with base.expected_noise():  # NoiseInjection layers (strip keeps them) at their expectation: identity
@@ -42,6 +43,19 @@ def serving_function(model, options):
         return {OUTPUT_NAME: tf.cast(outputs, tf.float32)}
 
     return tf.function(serve, input_signature=[spec]), exported
+
+
+def exported_model(model, options):
+    """(the Keras model a file is converted from, its `ExportOptions` for `tflite_bytes`).
+
+    A baked trade-off of a SmartModel is `keras_smart.strip(model, tradeoff,
+    compact=options.compact)`, converted as a plain model; a runtime-trade-off
+    file and a plain model convert `model` itself.
+    """
+    if not options.smart or options.runtime_tradeoff:
+        return model, options
+    plain = strip(model, tradeoff=options.tradeoff, compact=options.compact)
+    return plain, dataclasses.replace(options, smart=False, tradeoff=None, compact=False)
 
 
 def representative_dataset(samples, options):

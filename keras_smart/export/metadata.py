@@ -8,6 +8,7 @@ from keras_smart import _compat
 from keras_smart import evaluation
 from keras_smart import registry
 from keras_smart import version
+from keras_smart.export import macs as macs_lib
 from keras_smart.export.result import INPUT_NAME
 from keras_smart.export.result import TRADEOFF_NAME
 
@@ -76,6 +77,15 @@ def check_report_measured(model, report):
 def metadata(model, exported, tradeoffs, rows, input_range, labels, runtime_tradeoff):
     """The contents of `smart.json`.
 
+    Each file and each trade-off carries two MAC counts per example
+    (`keras_smart.export.macs.file_macs`): "executed_macs", every kernel
+    multiply-accumulate the file runs (LiteRT runs kernels dense: the
+    exported, possibly compacted, model's dense count; for a runtime-trade-off
+    file what it runs at any one trade-off), and "nonzero_macs", those with a
+    non-zero weight (a baked file's kernels; for a runtime-trade-off file's
+    trade-offs, the path each selects, as the report counts it; None for the
+    runtime-trade-off file itself).
+
     Args:
       model: the exported model.
       exported: (file name, baked trade-off or None, ExportResult) per file.
@@ -86,6 +96,8 @@ def metadata(model, exported, tradeoffs, rows, input_range, labels, runtime_trad
       runtime_tradeoff: whether one file takes the trade-off as an input.
     """
     method = registry.method_of(model)
+    results = {None if runtime_tradeoff else tradeoff: export for _, tradeoff, export in exported}
+    nonzero = macs_lib.nonzero_macs(model, tradeoffs) if runtime_tradeoff else {}
     result = {
         "format": "keras_smart.bundle",
         "format_version": 1,
@@ -104,6 +116,8 @@ def metadata(model, exported, tradeoffs, rows, input_range, labels, runtime_trad
                 "tradeoff": tradeoff,
                 "file": RUNTIME_FILE if runtime_tradeoff else bundle_file(tradeoff),
                 "accuracy": _accuracy_at(rows, tradeoff),
+                "executed_macs": results[None if runtime_tradeoff else tradeoff].executed_macs,
+                "nonzero_macs": nonzero[tradeoff] if runtime_tradeoff else results[tradeoff].nonzero_macs,
             }
             for tradeoff in tradeoffs
         ],
@@ -124,11 +138,14 @@ def _input_entry(export, input_range):
 
 
 def file_entry(name, tradeoff, export, rows, runtime_tradeoff):
-    """One file's entry in "files"; a runtime-trade-off file's accuracies are under "tradeoffs" instead."""
+    """One file's entry in "files"; a runtime-trade-off file's accuracies and non-zero MACs are under
+    "tradeoffs" instead."""
     entry = {
         "file": name,
         "tradeoff": tradeoff,
         "size_bytes": export.size_bytes,
+        "executed_macs": export.executed_macs,
+        "nonzero_macs": export.nonzero_macs,
         "sha256": _sha256(export.path),
         "quantize": export.quantize,
         "operators": list(export.ops),

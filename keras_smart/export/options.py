@@ -3,6 +3,7 @@
 import dataclasses
 
 from keras_smart import _compat
+from keras_smart import compaction
 from keras_smart import inputs
 from keras_smart import training
 from keras_smart import validation
@@ -34,6 +35,7 @@ class ExportOptions:
       min_agreement: the smallest top-1 agreement a quantized file may show.
       int8_io: whether an int8 file takes and gives int8 tensors.
       max_samples: at most this many inputs are used for calibration and checks.
+      compact: whether the baked model is compacted (`strip(..., compact=True)`).
     """
 
     smart: bool
@@ -46,6 +48,7 @@ class ExportOptions:
     min_agreement: float
     int8_io: bool
     max_samples: int
+    compact: bool = False
 
 
 def check_options(
@@ -60,12 +63,14 @@ def check_options(
     min_agreement,
     int8_io,
     max_samples,
+    compact=False,
 ):
     """Checks every `to_tflite` setting against `model`; returns them as `ExportOptions`."""
     quantization_aware = _check_model(model, quantize)
     smart = isinstance(model, training.SmartModel)
     runtime_tradeoff = validation.check_bool(runtime_tradeoff, "runtime_tradeoff")
     tradeoff = _baked_tradeoff(model, smart, tradeoff, runtime_tradeoff)
+    compact = _check_compact(model, smart, compact, runtime_tradeoff, tradeoff)
     _check_grouped_conv3d(model, smart, runtime_tradeoff)
     int8_io = validation.check_bool(int8_io, "int8_io")
     _check_quantize(quantize, representative_data is not None or quantization_aware, int8_io)
@@ -81,7 +86,28 @@ def check_options(
         min_agreement=validation.check_real(min_agreement, "min_agreement", low=0.0, high=1.0),
         int8_io=int8_io,
         max_samples=validation.check_int(max_samples, "max_samples", minimum=1),
+        compact=compact,
     )
+
+
+def _check_compact(model, smart, compact, runtime_tradeoff, tradeoff):
+    """`compact` if the file can be compacted: a baked trade-off of a SmartModel whose masks keep whole channels."""
+    if not validation.check_bool(compact, "compact"):
+        return False
+    if runtime_tradeoff:
+        raise ValueError(
+            "compact=True needs a baked trade-off: a runtime-trade-off file keeps both paths' kernels, so no "
+            "channel is dropped on both. Pass `tradeoff` (or bundle `tradeoffs`) with runtime_tradeoff=False, or "
+            "leave compact unset. Received: compact=True, runtime_tradeoff=True"
+        )
+    if not smart:
+        raise ValueError(
+            f"compact=True compacts the trade-off baked from a SmartModel's masks; model '{model.name}' is a plain "
+            f"Keras model ({type(model).__name__}). Export keras_smart.compaction.compact(model) instead, or the "
+            "SmartModel itself."
+        )
+    compaction.check_channel_structured(model, tradeoff)
+    return True
 
 
 def check_staged_options(
@@ -94,6 +120,7 @@ def check_staged_options(
     min_agreement,
     int8_io,
     max_samples,
+    compact=False,
 ):
     """Checks the settings of a staged (multi-exit) bundle; returns the `ExportOptions` of its stage files.
 
@@ -105,6 +132,11 @@ def check_staged_options(
             f"Model '{model.name}' has exits: its bundle is staged, one set of stage files per trade-off, because "
             "each trade-off has its own exit thresholds (policy). runtime_tradeoff=True is not supported for a "
             "staged bundle: pass `tradeoffs` (and a policy calibrated at each) instead."
+        )
+    if validation.check_bool(compact, "compact"):
+        raise ValueError(
+            f"Model '{model.name}' has exits: compact=True is not supported for a staged bundle (its stage files are "
+            "cut from the uncompacted model). Leave compact unset."
         )
     if validation.check_bool(int8_io, "int8_io"):
         raise ValueError(

@@ -29,6 +29,9 @@ class ExportResult:
       ops: the builtin operators the file uses, sorted.
       inputs, outputs: ({"name", "shape", "dtype", "quantization"}, ...) of the file's signature;
         shape -1 marks the batch dimension.
+      executed_macs: the kernel multiply-accumulates the file runs per example, zeros included;
+        None when a shape is not static (`keras_smart.export.macs.file_macs`).
+      nonzero_macs: those with a non-zero weight in its baked kernels; None for a runtime-trade-off file.
     """
 
     path: str
@@ -43,6 +46,8 @@ class ExportResult:
     ops: tuple
     inputs: tuple
     outputs: tuple
+    executed_macs: object = None
+    nonzero_macs: object = None
 
     def as_dict(self):
         """The result as a plain dict (JSON-able)."""

@@ -22,6 +22,7 @@ from keras_smart import conversion as conversion_lib
 from keras_smart import exits
 from keras_smart import training
 from keras_smart.export import conversion
+from keras_smart.export import macs as macs_lib
 from keras_smart.export import metadata as metadata_lib
 from keras_smart.export import stages as stages_lib
 from keras_smart.export import verify
@@ -247,6 +248,7 @@ def check_chain(paths, stages, x, expected, options):
             got[OUTPUT_NAME], want, verify.tie_tolerance(want, options.quantize)
         )
         verify.require_parity(max_diff, agree / max(total, 1), len(x), (), options, path)
+        executed, nonzero = macs_lib.file_macs(stage.model, runtime_tradeoff=False)
         results.append(
             ExportResult(
                 path=path, size_bytes=os.path.getsize(path), quantize=options.quantize, tradeoff=None,
@@ -254,6 +256,7 @@ def check_chain(paths, stages, x, expected, options):
                 check_samples=len(x), check_tradeoffs=(), ops=ops,
                 inputs=verify.tensor_details(runner.get_input_details()),
                 outputs=verify.tensor_details(runner.get_output_details()),
+                executed_macs=executed, nonzero_macs=nonzero,
             )
         )
         feeds = {name: got[name] for name in stage.feature_names}

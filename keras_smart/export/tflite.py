@@ -1,5 +1,6 @@
 """to_tflite(): one LiteRT file, converted, checked against Keras, and only then written under its name."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -7,6 +8,7 @@ import numpy as np
 from keras_smart import inputs
 from keras_smart.export import conversion
 from keras_smart.export import files
+from keras_smart.export import macs
 from keras_smart.export import options as options_lib
 from keras_smart.export import verify
 
@@ -25,6 +27,7 @@ def to_tflite(
     min_agreement=0.98,
     int8_io=False,
     max_samples=500,
+    compact=False,
 ):
     """Writes a LiteRT (`.tflite`) file of `model` and checks it against Keras before keeping it.
 
@@ -67,12 +70,15 @@ def to_tflite(
       max_samples: at most this many inputs are used for calibration and checks.
 
     Returns:
-      An `ExportResult` (path, size, check numbers, operators, signature).
+      An `ExportResult` (path, size, check numbers, operators, signature,
+      executed and non-zero MACs).
 
     Raises:
       TypeError: `model` is not a Keras model; bad argument types.
       ValueError: a trade-off outside [0, 1], `tradeoff` with
-        `runtime_tradeoff`, a trade-off for a plain model, an unknown
+        `runtime_tradeoff`, a trade-off for a plain model, `compact` with
+        `runtime_tradeoff` or a plain model or masks that are not
+        channel-structured, an unknown
         `quantize`, int8 without `representative_data`, a model with several
         inputs or outputs, a model still wrapped for TF-MOT pruning, a
         quantization-aware model without quantize="int8", a missing destination
@@ -102,13 +108,17 @@ def to_tflite(
         min_agreement=min_agreement,
         int8_io=int8_io,
         max_samples=max_samples,
+        compact=compact,
     )
     path = _check_path(path)
     representative, check = samples(model, representative_data, check_data, options.max_samples)
-    data = conversion.tflite_bytes(model, options, representative)
-    return files.write_checked(
+    exported, exported_options = conversion.exported_model(model, options)
+    data = conversion.tflite_bytes(exported, exported_options, representative)
+    result = files.write_checked(
         data, path, lambda temporary: verify.verify(model, temporary, path, options, check)
     )
+    executed, nonzero = macs.file_macs(exported, options.runtime_tradeoff)
+    return dataclasses.replace(result, executed_macs=executed, nonzero_macs=nonzero)
 
 
 def _check_path(path):

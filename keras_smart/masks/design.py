@@ -8,6 +8,7 @@ from keras_smart import registry
 from keras_smart import validation
 from keras_smart.masks import access
 from keras_smart.masks import allocation as allocation_lib
+from keras_smart.masks import channel_selection
 from keras_smart.masks import scores as scores_lib
 
 _FROM_DATA = (config_lib.MaskScore.SNIP, config_lib.MaskScore.LEARNED)
@@ -30,6 +31,7 @@ def design_masks(
     allocation="layer",
     min_density=None,
     dense_layers=(),
+    granularity="weight",
 ):
     """Designs and sets masks for every masked kernel at the given densities.
 
@@ -60,6 +62,18 @@ def design_masks(
     masks stay all ones on both paths (also while "snip" and "learned" score
     the others); `density` then applies to the others.
 
+    `granularity="channel"` keeps or drops whole output channels per path
+    (what a compacting export can remove): the weights are scored as above,
+    then each channel group of `keras_smart.channel_plan(model)` (a kernel and
+    the depthwise convolutions that follow its channels) sums its scores per
+    channel (each member's sums over that member's total, added up, so a small
+    depthwise kernel counts as much as its wide producer) and keeps
+    `round(density * channels)` channels on each path (at least one;
+    `min_density` and `max_overlap` count channels). Layers whose channels
+    cannot be dropped (they feed a residual addition, a concatenation or the
+    model's output, ...) keep all-ones masks on both paths; a warning lists
+    them with the reason.
+
     Args:
       model: a SmartModel converted with method "smart" or "floats".
       score: "magnitude", "random", "snip" or "learned".
@@ -82,7 +96,10 @@ def design_masks(
         per kernel while it trains).
       min_density: None, or the share in (0, 1] of each kernel's weights that
         each path keeps at least.
-      dense_layers: names of masked layers left dense on both paths.
+      dense_layers: names of masked layers left dense on both paths (with
+        "channel", their channel group stays dense too).
+      granularity: "weight" (each weight kept or dropped) or "channel" (whole
+        output channels; only with allocation="layer").
 
     Returns:
       The masks set, as `get_masks` returns them.
@@ -90,9 +107,10 @@ def design_masks(
     Raises:
       TypeError: a setting of the wrong type (e.g. `dense_layers` not a list of
         names, a non-int `steps`).
-      ValueError: bad score, density or overlap, a model without masked
-        layers, missing or empty `data` for "snip"/"learned", or `data` given
-        to a score that does not use it.
+      ValueError: bad score, density, overlap or granularity, a model without
+        masked layers, missing or empty `data` for "snip"/"learned", `data`
+        given to a score that does not use it, or "channel" granularity with
+        "global" allocation or on a model that is not Functional.
 
     Example:
       >>> masks = keras_smart.design_masks(smart, density=0.5)
@@ -106,29 +124,48 @@ def design_masks(
       (36, 22)
     """
     mask_config = config_lib.MaskConfig(score=score, density=density, seed=seed, max_overlap=max_overlap)
+    _check_granularity(granularity)
     layers = access.masked_layers(model, "design_masks")
     dense = _dense_masks(layers, dense_layers)
     if min_density is not None:
         min_density = validation.check_density(min_density, "min_density")
-    kernels = _masked_kernels(layers, dense, mask_config.density)
+    channels = None
+    if granularity == "channel":
+        channel_selection.check_allocation(allocation)
+        channels = channel_selection.ChannelDesign(
+            model, layers, dense, lambda layer: _layer_densities(layer, mask_config.density)
+        )
+        kernels = channels.kernels
+    else:
+        kernels = _masked_kernels(layers, dense, mask_config.density)
     _check_design_settings(
         mask_config, allocation, data,
         batch_size=batch_size, max_batches=max_batches, steps=steps, learning_rate=learning_rate,
     )
+    if channels is not None:
+        channels.warn_pinned()
     if not kernels:
-        access.set_masks(model, dense)
+        access.set_masks(model, channels.masks([], None, None) if channels is not None else dense)
         return access.get_masks(model)
     scores = _score_kernels(
         model, layers, kernels, mask_config,
         data=data, attack=attack, loss_fn=loss_fn, batch_size=batch_size, max_batches=max_batches, steps=steps,
         learning_rate=learning_rate,
     )
-    allocation_lib.allocate(kernels, scores, allocation, min_density)
-    masks = dict(dense)
-    for kernel, kernel_scores in zip(kernels, scores):
-        masks.setdefault(kernel.layer.name, {}).update(kernel.select(kernel_scores, mask_config.max_overlap))
+    if channels is not None:
+        masks = channels.masks(scores, min_density, mask_config.max_overlap)
+    else:
+        allocation_lib.allocate(kernels, scores, allocation, min_density)
+        masks = dict(dense)
+        for kernel, kernel_scores in zip(kernels, scores):
+            masks.setdefault(kernel.layer.name, {}).update(kernel.select(kernel_scores, mask_config.max_overlap))
     access.set_masks(model, masks)
     return masks
+
+
+def _check_granularity(granularity):
+    if granularity not in ("weight", "channel"):
+        raise ValueError(f'`granularity` must be "weight" or "channel". Received: granularity={granularity!r}')
 
 
 def _dense_masks(layers, dense_layers):
@@ -150,18 +187,23 @@ def _masked_kernels(layers, dense, density):
     for name, layer in layers.items():
         if name in dense:
             continue
-        densities = density
-        if layer.mask_kind == "single":
-            if densities[0] != densities[1]:
-                raise ValueError(
-                    f"Layer {name!r} has one mask (method='floats'), so it takes one density. "
-                    f"Received: density={densities}"
-                )
-            densities = densities[:1]
+        densities = _layer_densities(layer, density)
         kernels.extend(
             allocation_lib.MaskedKernel(layer, kernel_name, densities) for kernel_name in registry.kernel_names(layer)
         )
     return kernels
+
+
+def _layer_densities(layer, density):
+    """The densities of a layer's masks: (d_clean, d_adv), or (d,) for a single (FLOATS) mask."""
+    if layer.mask_kind == "single":
+        if density[0] != density[1]:
+            raise ValueError(
+                f"Layer {layer.name!r} has one mask (method='floats'), so it takes one density. "
+                f"Received: density={density}"
+            )
+        return density[:1]
+    return density
 
 
 def _check_design_settings(mask_config, allocation, data, *, batch_size, max_batches, steps, learning_rate):

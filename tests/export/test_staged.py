@@ -78,7 +78,13 @@ def test_smart_multi_exit_bundle_has_a_chained_stage_file_per_exit(tmp_path):
         assert models.max_abs_diff(got, want) <= 1e-4
     single = common.run_file(tmp_path / "b" / pipeline["single_file"], x)
     assert models.max_abs_diff(single, expected[-1]) <= 1e-4
-    assert metadata["tradeoffs"] == [{"tradeoff": 1.0, "file": "tradeoff_100.tflite", "accuracy": None}]
+    (entry,) = metadata["tradeoffs"]
+    assert {k: entry[k] for k in ("tradeoff", "file", "accuracy")} == {
+        "tradeoff": 1.0, "file": "tradeoff_100.tflite", "accuracy": None}
+    single_file = next(f for f in metadata["files"] if f["file"] == "tradeoff_100.tflite")
+    assert entry["executed_macs"] == single_file["executed_macs"] > 0
+    stage_files = [f for f in metadata["files"] if f.get("stage")]
+    assert sum(f["executed_macs"] for f in stage_files) > entry["executed_macs"], "the stages add the exit heads"
 
 
 def test_smart_json_holds_the_stages_thresholds_and_costs(tmp_path):
