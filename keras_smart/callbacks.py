@@ -185,7 +185,7 @@ class MaskUpdate(keras.callbacks.Callback):
         afresh through them. The optimizer's state is kept. A run resumed by
         BackupAndRestore rewinds to the weights it resumed from.
       **design_options: other `design_masks` arguments (attack, loss_fn,
-        batch_size, max_batches, steps, learning_rate).
+        batch_size, max_batches, steps, learning_rate, granularity, ...).
 
     Example:
       >>> smart.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -389,7 +389,7 @@ def export(run_dir, *, tradeoffs=EXPORT_TRADEOFFS, quantize=None, runtime_tradeo
 
 
 def describe_bundle(metadata, bundle_dir):
-    """What `export` wrote, as text: one line per file (trade-off, quantization, size, its check against Keras)."""
+    """What `export` wrote, as text: one line per file (trade-off, quantization, size, executed MACs, its check)."""
     lines = [f"bundle:  {bundle_dir} (labels.txt, smart.json)"]
     if "staged" in metadata:
         after = [e["after"] for e in metadata["staged"]["exits"] if e["after"]]
@@ -401,6 +401,7 @@ def describe_bundle(metadata, bundle_dir):
             tradeoff = f"stage {entry['stage']}" + ("" if entry["tradeoff"] is None else f" of {tradeoff}")
         check = entry["check"]
         agreement = f"top-1 agreement {100 * check['top1_agreement']:.1f}% on {check['samples']} test images"
+        executed = "" if entry.get("executed_macs") is None else f"{entry['executed_macs']:,} MACs executed, "
         lines.append(f"  {entry['file']}: {tradeoff}, {entry['quantize'] or 'float32'}, "
-                     f"{entry['size_bytes'] / 1e3:.0f} kB, {agreement}")
+                     f"{entry['size_bytes'] / 1e3:.0f} kB, {executed}{agreement}")
     return "\n".join(lines)

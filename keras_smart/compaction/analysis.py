@@ -23,13 +23,61 @@ import numpy as np
 import tensorflow as tf
 
 from keras_smart import _compat
-from keras_smart.compaction import graph as graph_lib
 from keras_smart.layers import base
+from keras_smart.masks import channel_layers
 
 keras = _compat.keras
 
 # A map is constant over positions when its range is within this share of its magnitude (round-off of pooling).
 _CONSTANT_RTOL = 1e-6
+
+
+@dataclasses.dataclass
+class Group:
+    """One producer's output channels and the layers they flow through unchanged in number.
+
+    A group starts at a producer (`channel_layers.producer_kernel`) called once,
+    takes in every layer called once that carries its channels through one by
+    one (`channel_layers.passes_channels`), and ends where its channels leave it.
+
+    Attributes:
+      root: the producer's name.
+      members: the per-channel layers of the group, each after the layer it reads.
+      parent: {member: the name of the layer whose output it reads}.
+      edges: [(group layer, consumer)]: where the channels leave the group.
+      outputs: the group's layers whose output is a model output.
+    """
+
+    root: str
+    members: list
+    parent: dict
+    edges: list
+    outputs: list
+
+
+def groups(model, graph):
+    """The `Group` of every producer of `model` (top level) that is called once."""
+    found = []
+    for layer in model.layers:
+        if channel_layers.producer_kernel(layer) is None or not graph.single(layer.name):
+            continue
+        group = Group(root=layer.name, members=[], parent={}, edges=[], outputs=[])
+        if layer.name in graph.outputs:
+            group.outputs.append(layer.name)
+
+        def visit(name, source, _, group=group):
+            if graph.single(name) and channel_layers.passes_channels(model.get_layer(name)):
+                group.members.append(name)
+                group.parent[name] = source
+                if name in graph.outputs:
+                    group.outputs.append(name)
+                return True, None
+            group.edges.append((source, name))
+            return False, None
+
+        graph.follow(layer.name, visit)
+        found.append(group)
+    return found
 
 
 @dataclasses.dataclass
@@ -64,10 +112,10 @@ class _State:
 def plan(model):
     """The `Plan` that drops every output channel of `model` that can go exactly (see the module docstring)."""
     result = Plan()
-    graph = graph_lib.read_graph(model)
+    graph = channel_layers.read_graph(model)
     if graph is None:
         return result
-    for group in graph_lib.groups(model, graph):
+    for group in groups(model, graph):
         root = model.get_layer(group.root)
         shape = tuple(root.output.shape[1:])
         if group.outputs or any(d is None for d in shape):
@@ -105,7 +153,7 @@ def _states(model, group, shape):
     """{group layer: _State} of the group's channels, maps evaluated only where some channel is known."""
     root = model.get_layer(group.root)
     weights = base.weights_by_name(root)
-    kernel = weights[graph_lib.producer_kernel(root)]
+    kernel = weights[channel_layers.producer_kernel(root)]
     known = ~np.any(kernel.reshape(-1, kernel.shape[-1]) != 0, axis=0)
     bias = weights.get("bias", np.zeros(kernel.shape[-1], np.float32))
     value = None
@@ -121,7 +169,7 @@ def _states(model, group, shape):
 def _through(layer, state):
     """The state after a per-channel layer; a depthwise layer with a zero kernel slice makes its channel known."""
     known = state.known
-    if graph_lib.is_depthwise(layer):
+    if channel_layers.is_depthwise(layer):
         kernel = base.weights_by_name(layer)[_compat.DEPTHWISE_KERNEL]
         known = known | ~np.any(np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1) != 0, axis=1)
     if not known.any():
@@ -151,11 +199,11 @@ def _no_edit(drop, keep):
 def _consumer(model, graph, layer, state):
     """(channels `layer` can do without, edit(drop, keep) -> [(kernel layer, in_keep, bias_add)])."""
     channels = state.known.size
-    if graph.single(layer.name) and (graph_lib.is_dense(layer) or graph_lib.is_conv(layer)):
+    if graph.single(layer.name) and (channel_layers.is_dense(layer) or channel_layers.is_conv(layer)):
         return _kernel_consumer(layer, state, channels)
     if graph.single(layer.name) and isinstance(layer, keras.layers.Flatten) and layer.name not in graph.outputs:
         readers = [model.get_layer(name) for name in graph.consumers.get(layer.name, ())]
-        if readers and all(graph_lib.is_dense(r) and graph.single(r.name) for r in readers):
+        if readers and all(channel_layers.is_dense(r) and graph.single(r.name) for r in readers):
             return _flatten_consumer(readers, state, channels)
     return np.zeros(channels, bool), _no_edit
 
@@ -165,7 +213,7 @@ def _kernel_consumer(layer, state, channels):
     rows = kernel.reshape(-1, channels, kernel.shape[-1])  # (positions in the window, C, outputs)
     zero_rows = ~np.any(rows != 0, axis=(0, 2))
     constant, values, zero_map = _constants(state, channels)
-    window_inside = graph_lib.is_dense(layer) or layer.padding == "valid" or all(k == 1 for k in layer.kernel_size)
+    window_inside = channel_layers.is_dense(layer) or layer.padding == "valid" or all(k == 1 for k in layer.kernel_size)
     absorbed = constant & window_inside
     values = np.where(absorbed, values, 0.0)
 

@@ -5,8 +5,8 @@ import tensorflow as tf
 
 from keras_smart import _compat
 from keras_smart import registry
-from keras_smart.compaction import graph as graph_lib
 from keras_smart.layers import conditional_kernel as ck
+from keras_smart.masks import channel_layers
 
 keras = _compat.keras
 
@@ -14,13 +14,6 @@ FIX = (
     'Design channel masks with keras_smart.design_masks(model, ..., granularity="channel"), or strip '
     "without compact=True."
 )
-
-
-def channel_axis(layer, kernel_name):
-    """The axis of a kernel that indexes the channels a mask keeps or drops: the output channels, or for a
-    depthwise kernel its input channels (axis -2: each input channel's filters)."""
-    depthwise = kernel_name == "depthwise_kernel" or isinstance(layer, graph_lib.DEPTHWISE)
-    return -2 if depthwise or isinstance(layer, graph_lib.TRANSPOSED) else -1
 
 
 def check_channel_structured(model, tradeoff):
@@ -63,7 +56,7 @@ def check_channel_structured(model, tradeoff):
                     mask_name.endswith("_adv_mask") and path <= 0.0
                 ):
                     continue  # not used at this trade-off
-                _check_mask(layer, mask_name, mask, channel_axis(layer, kernel_name), tradeoff)
+                _check_mask(layer, mask_name, mask, channel_layers.channel_axis(layer, kernel_name), tradeoff)
 
 
 def _graph_order(model):

@@ -5,8 +5,8 @@ import numpy as np
 from keras_smart import _compat
 from keras_smart import conversion
 from keras_smart.compaction import analysis
-from keras_smart.compaction import graph as graph_lib
 from keras_smart.layers import base
+from keras_smart.masks import channel_layers
 
 keras = _compat.keras
 
@@ -46,7 +46,7 @@ def compact(model):
       >>> np.allclose(narrow(x[:4]), plain(x[:4]), atol=1e-5)
       True
     """
-    if not isinstance(model, keras.Model) or graph_lib.read_graph(model) is None:
+    if not isinstance(model, keras.Model) or channel_layers.read_graph(model) is None:
         raise TypeError(
             "`compact` expects a Functional Keras model (e.g. what keras_smart.strip returns). "
             f"Received: {type(model).__name__}"
@@ -61,7 +61,7 @@ def compact(model):
         entry = {key: value for key, value in entry.items() if key != "build_config"}
         config = dict(entry["config"])
         if layer.name in plan.out_keep:
-            config["units" if graph_lib.is_dense(layer) else "filters"] = int(plan.out_keep[layer.name].size)
+            config["units" if channel_layers.is_dense(layer) else "filters"] = int(plan.out_keep[layer.name].size)
         if layer.name in plan.bias_add and np.any(plan.bias_add[layer.name] != 0):
             config["use_bias"] = True
         entry["config"] = config
@@ -85,7 +85,7 @@ def _sliced(layer, plan):
     name = layer.name
     if name in plan.channel_keep:
         keep = plan.channel_keep[name]
-        if graph_lib.is_depthwise(layer):
+        if channel_layers.is_depthwise(layer):
             values[_compat.DEPTHWISE_KERNEL] = values[_compat.DEPTHWISE_KERNEL][..., keep, :]
             if "bias" in values:
                 values["bias"] = values["bias"][keep]
@@ -99,7 +99,7 @@ def _sliced(layer, plan):
         elif np.any(bias_add != 0):
             values["bias"] = bias_add
     if name in plan.out_keep:
-        kernel_name = graph_lib.producer_kernel(layer)
+        kernel_name = channel_layers.producer_kernel(layer)
         keep = plan.out_keep[name]
         values[kernel_name] = values[kernel_name][..., keep]
         if "bias" in values:

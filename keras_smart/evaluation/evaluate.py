@@ -299,7 +299,8 @@ def _settings(model, plan, examples, sweep, measured, fingerprint, counts):
         "randomness": _randomness(plan),
         "counts": {
             "nonzero": "non-zero kernel weights (conv/dense) of the path the trade-off selects",
-            "macs": "multiply-accumulates per example of that path (conv/dense kernels)",
+            "macs": "non-zero multiply-accumulates per example of that path (conv/dense kernels; a dense runtime "
+            "executes the zeros too)",
             "paths": {row.key: row.path for row in measured},
             "total_weights": counts.total,
             "conditioning_weights": counts.conditioning,

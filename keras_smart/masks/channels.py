@@ -21,7 +21,6 @@ import dataclasses
 
 from keras_smart import _compat
 from keras_smart import registry
-from keras_smart.exits import structure
 from keras_smart.masks import channel_layers
 
 keras = _compat.keras
@@ -134,57 +133,26 @@ def channel_plan(model):
       >>> plan.pinned
       {'logits': "it produces the model's output"}
     """
-    config = structure.graph_config(model)
-    if config is None:
+    graph = channel_layers.read_graph(model)
+    if graph is None:
         raise ValueError(
             f"`channel_plan` reads a Functional model's graph; model '{getattr(model, 'name', model)}' "
             f"({type(model).__name__}) is not one. Build it with the Functional API (keras.Model(inputs, "
             "outputs)) or as a keras.Sequential and pass it through keras_smart.convert."
         )
-    return _Graph(model, config).plan()
+    return _Planner(model, graph).plan()
 
 
-def producer_axis(layer, kernel_name):
-    """The axis of `layer`'s kernel `kernel_name` along which its output channels lie (channels last)."""
-    rank = len(getattr(layer, kernel_name).shape)
-    if isinstance(layer, keras.layers.DepthwiseConv2D) and not isinstance(layer, keras.layers.SeparableConv2D):
-        return 2
-    if isinstance(layer, keras.layers.Conv2DTranspose):
-        return rank - 2
-    return rank - 1
+class _Planner:
+    """Follows each kernel layer's output channels through a model's `channel_layers.Graph`."""
 
-
-class _Graph:
-    """The top-level graph of a Functional model: layers, their inputs and consumers, calls, outputs."""
-
-    def __init__(self, model, config):
-        self.model = model
-        self.inputs = structure.layer_graph(config)
-        self.outputs = set(structure.output_layer_names(config))
-        self.calls = {e["config"].get("name", e.get("name")): len(e.get("inbound_nodes", [])) for e in config["layers"]}
+    def __init__(self, model, graph):
+        self.graph = graph
         self.layers = {layer.name: layer for layer in model.layers}
-        self.consumers = collections.defaultdict(list)
-        for name, sources in self.inputs.items():
-            for source in dict.fromkeys(sources):
-                self.consumers[source].append(name)
-
-    def order(self):
-        """Layer names in topological order (inputs first)."""
-        waiting = {name: len(set(sources)) for name, sources in self.inputs.items()}
-        ready = [name for name, count in waiting.items() if count == 0]
-        order = []
-        while ready:
-            name = ready.pop(0)
-            order.append(name)
-            for consumer in self.consumers[name]:
-                waiting[consumer] -= 1
-                if waiting[consumer] == 0:
-                    ready.append(consumer)
-        return order
 
     def plan(self):
         groups, pinned, grouped = [], {}, set()
-        for name in self.order():
+        for name in self.graph.order():
             layer = self.layers.get(name)
             if layer is None or name in grouped or not registry.kernel_names(layer):
                 continue
@@ -215,44 +183,45 @@ class _Graph:
     def _producer(self, name, layer):
         """(its `Member`, None) for a layer whose output channels can be dropped, else (None, reason)."""
         reason = _unsupported(layer) or (
-            "it is called more than once (a shared layer)" if self.calls.get(name, 0) > 1 else None
+            "it is called more than once (a shared layer)" if self.graph.calls.get(name, 0) > 1 else None
         )
         if reason is not None:
             return None, reason
         kernel_name = registry.kernel_names(layer)[-1]  # a separable convolution's pointwise kernel
-        return Member(name, kernel_name, producer_axis(layer, kernel_name)), None
+        rank = len(getattr(layer, kernel_name).shape)
+        return Member(name, kernel_name, rank + channel_layers.channel_axis(layer, kernel_name)), None
 
     def _follow(self, name, member):
         """(the `ChannelGroup` of the producer `name`, None), or (None, why its channels must stay)."""
-        layer = self.layers[name]
-        if name in self.outputs:
+        if name in self.graph.outputs:
             return None, "it produces the model's output"
-        members, consumers, padded, seen = [member], [], [], {name}
-        stack = [(c, name, False, False, None) for c in self.consumers[name]]
-        while stack:
-            current, source, flat, padding, via = stack.pop()
-            if current in seen:
-                continue
-            seen.add(current)
+        members, consumers, padded = [member], [], []
+
+        def visit(current, source, state):
+            flat, padding, via = state
             step, reason = self._step(current, source, flat)
             if reason is not None:
-                return None, reason + (f" (through '{via}')" if via else "")
+                raise channel_layers.Stop(reason + (f" (through '{via}')" if via else ""))
             kind, value = step
             if kind == "consumer":
                 consumers.append(value)
                 if padding or _pads(self.layers[current]):
                     padded.append(current)
-                continue
+                return False, None
             if kind == "join":
                 members.append(value)
                 via, padding = current, False
             else:
                 flat = flat or kind == "flatten"
                 padding = (padding or channel_layers.pads_with_zeros(self.layers[current])) and kind == "through"
-            if current in self.outputs:
-                return None, f"its output reaches the model's output through '{current}'"
-            stack.extend((c, current, flat, padding, via) for c in self.consumers[current])
-        channels = int(getattr(layer, member.kernel).shape[member.axis])
+            if current in self.graph.outputs:
+                raise channel_layers.Stop(f"its output reaches the model's output through '{current}'")
+            return True, (flat, padding, via)
+
+        reason = self.graph.follow(name, visit, (False, False, None))
+        if reason is not None:
+            return None, reason
+        channels = int(getattr(self.layers[name], member.kernel).shape[member.axis])
         return ChannelGroup(tuple(members), channels, tuple(consumers), tuple(dict.fromkeys(padded))), None
 
     def _step(self, name, source, flat):
@@ -263,7 +232,7 @@ class _Graph:
         label = f"'{name}' ({type(layer).__name__})"
         if layer is None or isinstance(layer, keras.Model):
             return None, f"its output feeds the nested model '{name}'"
-        if self.calls.get(name, 0) > 1:
+        if self.graph.calls.get(name, 0) > 1:
             return None, f"its output feeds {label}, which is called more than once"
         if isinstance(layer, keras.layers.Add):
             return None, f"its output feeds the residual addition '{name}'"
@@ -271,7 +240,7 @@ class _Graph:
             return None, f"its output feeds {label}, which mixes channels"
         if channel_layers.per_channel(layer):
             return ("through", None), None
-        if isinstance(layer, keras.layers.Flatten) and _channels_last(layer):
+        if isinstance(layer, keras.layers.Flatten) and channel_layers.channels_last(layer):
             return (("flatten", None), None) if not flat else (None, f"its output feeds {label} twice flattened")
         if channel_layers.pools_space(layer) and not flat:
             return ("pool", None), None
@@ -282,7 +251,7 @@ class _Graph:
             reason = "it follows a Flatten (only Dense layers may)"
         if reason is not None:
             return None, f"its output feeds {label}: {reason}"
-        if _is_depthwise(layer):
+        if channel_layers.is_depthwise(layer):
             return ("join", Member(name, registry.kernel_names(layer)[0], 2)), None
         kernel_name = registry.kernel_names(layer)[0]
         rank = len(getattr(layer, kernel_name).shape)
@@ -292,24 +261,16 @@ class _Graph:
         return ("consumer", Consumer(name, kernel_name, axis, flat)), None
 
 
-def _channels_last(layer):
-    return getattr(layer, "data_format", "channels_last") in ("channels_last", None)
-
-
-def _is_depthwise(layer):
-    return isinstance(layer, keras.layers.DepthwiseConv2D) and not isinstance(layer, keras.layers.SeparableConv2D)
-
-
 def _unsupported(layer):
     """Why a kernel layer's channels are not followed (as producer or consumer), or None."""
     kind = type(layer).__name__
     if isinstance(layer, _OTHER_TRANSPOSED) or not isinstance(layer, _FOLLOWED):
         return f"{kind} layers are not channel-structured"
-    if not _channels_last(layer):
+    if not channel_layers.channels_last(layer):
         return "data_format='channels_first'"
     if getattr(layer, "groups", 1) > 1:
         return f"grouped convolution (groups={layer.groups})"
-    if _is_depthwise(layer) and layer.depth_multiplier != 1:
+    if isinstance(layer, channel_layers.DEPTHWISE) and not channel_layers.is_depthwise(layer):
         return f"depth_multiplier {layer.depth_multiplier}"
     return None
 
