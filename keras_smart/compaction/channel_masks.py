@@ -25,6 +25,9 @@ def check_channel_structured(model, tradeoff):
         uses its clean mask at 0, its adversarial mask above 0, both in blend
         mode between 0 and 1).
 
+    Returns:
+      How many whole output channels the masks used at `tradeoff` drop (summed over masks).
+
     Raises:
       ValueError: `model` has no masks (method float or oat), or a mask used at
         `tradeoff` is not channel-structured (the message names the layer, the
@@ -32,6 +35,7 @@ def check_channel_structured(model, tradeoff):
 
     Example:
       >>> keras_smart.compaction.check_channel_structured(smart, 0.0)  # all-ones masks keep every channel
+      0
       >>> keras_smart.set_masks(smart, {"conv": {"kernel_adv_mask": np.eye(9)[:, :8].reshape(3, 3, 1, 8)}})
       >>> keras_smart.compaction.check_channel_structured(smart, 1.0)
       Traceback (most recent call last):
@@ -48,6 +52,7 @@ def check_channel_structured(model, tradeoff):
             f"masks (method {method.value if method else None!r}). Convert with method='smart' (or 'floats') and "
             + FIX
         )
+    dropped = 0
     for layer in layers:
         path = float(layer.path_weight(tf.constant(tradeoff, tf.float32)))
         for kernel_name in registry.kernel_names(layer):
@@ -56,7 +61,8 @@ def check_channel_structured(model, tradeoff):
                     mask_name.endswith("_adv_mask") and path <= 0.0
                 ):
                     continue  # not used at this trade-off
-                _check_mask(layer, mask_name, mask, channel_layers.channel_axis(layer, kernel_name), tradeoff)
+                dropped += _check_mask(layer, mask_name, mask, channel_layers.channel_axis(layer, kernel_name), tradeoff)
+    return dropped
 
 
 def _graph_order(model):
@@ -68,6 +74,7 @@ def _graph_order(model):
 
 
 def _check_mask(layer, mask_name, mask, axis, tradeoff):
+    """Raises unless every channel of `mask` along `axis` is all 0 or all 1; returns how many are all 0."""
     per_channel = np.moveaxis(np.asarray(mask), axis, -1).reshape(-1, mask.shape[axis])
     mixed = np.flatnonzero(per_channel.min(0) != per_channel.max(0))
     if mixed.size:
@@ -79,3 +86,4 @@ def _check_mask(layer, mask_name, mask, axis, tradeoff):
             f"({mixed.size} of {per_channel.shape[1]} channels mix zeros and ones). compact=True removes whole "
             f"channels only. " + FIX
         )
+    return int(np.sum(per_channel.max(0) == 0))

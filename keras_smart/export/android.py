@@ -32,7 +32,7 @@ def bundle(
     input_range=(0.0, 1.0),
     overwrite=False,
     policy=None,
-    compact=False,
+    compact="auto",
     **to_tflite_options,
 ):
     """Writes what an Android app needs: `.tflite` file(s), `labels.txt` and `smart.json`.
@@ -91,8 +91,9 @@ def bundle(
         file per trade-off.
       input_range: the (min, max) of the model's input values, recorded for the app.
       overwrite: replace an existing non-empty `out_dir`.
-      compact: export each baked trade-off physically narrower (the output
-        channels its masks drop removed: `to_tflite(..., compact=True)`); needs
+      compact: as in `to_tflite`: "auto" (default) exports each baked
+        trade-off whose masks drop whole channels physically narrower (the
+        dropped channels removed), any other in the dense layout; True requires
         channel-structured masks; not with `runtime_tradeoff` or exits.
       policy: for a multi-exit model, its `keras_smart.exits.ExitPolicy`
         (its thresholds used at every trade-off, as `evaluate_tradeoff` uses

@@ -12,6 +12,7 @@ from keras_smart.conversion import get_tradeoff
 keras = _compat.keras
 
 QUANTIZE_CHOICES = (None, "dynamic", "float16", "int8")
+AUTO = "auto"  # compact: compact a baked trade-off whose masks drop whole channels, else keep the dense layout
 # TF-MOT wrappers, by name (so TF-MOT is not imported): pruning ones must be stripped before export;
 # quantization-aware-training ones export as int8 with the ranges they learned.
 _TFMOT_PRUNE_WRAPPERS = ("PruneLowMagnitude",)
@@ -63,7 +64,7 @@ def check_options(
     min_agreement,
     int8_io,
     max_samples,
-    compact=False,
+    compact=AUTO,
 ):
     """Checks every `to_tflite` setting against `model`; returns them as `ExportOptions`."""
     quantization_aware = _check_model(model, quantize)
@@ -91,8 +92,16 @@ def check_options(
 
 
 def _check_compact(model, smart, compact, runtime_tradeoff, tradeoff):
-    """`compact` if the file can be compacted: a baked trade-off of a SmartModel whose masks keep whole channels."""
-    if not validation.check_bool(compact, "compact"):
+    """Whether the baked model is compacted: `compact`, checked (True needs a baked trade-off of a SmartModel whose
+    masks keep whole channels), or for "auto", whether the masks used at that trade-off drop whole channels."""
+    if _check_compact_setting(compact) == AUTO:
+        if runtime_tradeoff or not smart:
+            return False
+        try:
+            return compaction.check_channel_structured(model, tradeoff) > 0
+        except ValueError:  # unstructured masks, or none: export the dense layout
+            return False
+    if not compact:
         return False
     if runtime_tradeoff:
         raise ValueError(
@@ -110,6 +119,12 @@ def _check_compact(model, smart, compact, runtime_tradeoff, tradeoff):
     return True
 
 
+def _check_compact_setting(compact):
+    if isinstance(compact, str) and compact == AUTO or isinstance(compact, bool):
+        return compact
+    raise ValueError(f'`compact` must be True, False or "auto". Received: compact={compact!r}')
+
+
 def check_staged_options(
     model,
     *,
@@ -120,7 +135,7 @@ def check_staged_options(
     min_agreement,
     int8_io,
     max_samples,
-    compact=False,
+    compact=AUTO,
 ):
     """Checks the settings of a staged (multi-exit) bundle; returns the `ExportOptions` of its stage files.
 
@@ -133,7 +148,7 @@ def check_staged_options(
             "each trade-off has its own exit thresholds (policy). runtime_tradeoff=True is not supported for a "
             "staged bundle: pass `tradeoffs` (and a policy calibrated at each) instead."
         )
-    if validation.check_bool(compact, "compact"):
+    if _check_compact_setting(compact) is True:
         raise ValueError(
             f"Model '{model.name}' has exits: compact=True is not supported for a staged bundle (its stage files are "
             "cut from the uncompacted model). Leave compact unset."

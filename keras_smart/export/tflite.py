@@ -27,7 +27,7 @@ def to_tflite(
     min_agreement=0.98,
     int8_io=False,
     max_samples=500,
-    compact=False,
+    compact="auto",
 ):
     """Writes a LiteRT (`.tflite`) file of `model` and checks it against Keras before keeping it.
 
@@ -63,11 +63,18 @@ def to_tflite(
       atol: the largest max abs difference a float file may show (default 1e-4), in units of
         the largest Keras output magnitude when that exceeds 1 (round-off grows with the logits).
       min_agreement: the smallest top-1 agreement a quantized file may show
-        (default 0.98).
+        (default 0.98; for an 8-bit file a class whose Keras logit is within
+        one 8-bit step of the top one counts as agreeing).
       int8_io: with quantize="int8", make the inputs and outputs int8 too
         (their scale and zero point are in `ExportResult.inputs` / `.outputs`);
         default float32 inputs and outputs.
       max_samples: at most this many inputs are used for calibration and checks.
+      compact: "auto" (default): a baked SmartModel trade-off whose masks drop
+        whole output channels (`design_masks(..., granularity="channel")`) is
+        exported physically narrower, `strip(..., compact=True)`, and checked
+        against the SmartModel; anything else in the dense layout. True:
+        always compact (refused for masks that are not channel-structured);
+        False: never.
 
     Returns:
       An `ExportResult` (path, size, check numbers, operators, signature,

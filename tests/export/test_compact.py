@@ -68,7 +68,7 @@ def test_compact_needs_a_baked_tradeoff_of_a_smart_model_with_channel_masks(chan
 def test_smart_json_gives_each_file_its_executed_and_non_zero_macs(channel_cnn, tmp_path):
     smart, _, check = channel_cnn
     compacted = export.bundle(smart, tmp_path / "compact", compact=True, check_data=check[:16])
-    dense = export.bundle(smart, tmp_path / "dense", check_data=check[:16])
+    dense = export.bundle(smart, tmp_path / "dense", compact=False, check_data=check[:16])
     counts = keras_smart.count_nonzero(smart)
     for tradeoff, path_macs, small, full in zip((0.0, 1.0), (counts.macs_clean, counts.macs_adv),
                                                 compacted["files"], dense["files"]):
@@ -85,3 +85,17 @@ def test_smart_json_gives_each_file_its_executed_and_non_zero_macs(channel_cnn, 
     (file,) = runtime["files"]
     assert file["executed_macs"] == expected and file["nonzero_macs"] is None
     assert [t["nonzero_macs"] for t in runtime["tradeoffs"]] == [counts.macs_clean, counts.macs_adv]
+
+
+def test_by_default_channel_masks_export_narrow_and_other_masks_dense(channel_cnn, tmp_path):
+    smart, _, check = channel_cnn
+    narrow = export.to_tflite(smart, tmp_path / "auto.tflite", tradeoff=0.0, check_data=check[:16])
+    assert narrow.executed_macs == keras_smart.count_nonzero(keras_smart.strip(smart, 0.0, compact=True)).macs_dense
+    unstructured = keras_smart.convert(keras_smart.strip(smart, 1.0), "smart")
+    keras_smart.design_masks(unstructured, score="random", density=0.5)
+    dense = export.to_tflite(unstructured, tmp_path / "dense.tflite", tradeoff=0.0, check_data=check[:16])
+    assert dense.executed_macs == keras_smart.count_nonzero(keras_smart.strip(unstructured, 0.0)).macs_dense
+    assert dense.nonzero_macs < dense.executed_macs
+    with pytest.raises(ValueError, match='`compact` must be True, False or "auto". Received: compact=\'yes\''):
+        export.to_tflite(smart, tmp_path / "bad.tflite", tradeoff=0.0, compact="yes", check_data=check[:16])
+    assert sorted(common.files(tmp_path)) == ["auto.tflite", "dense.tflite"]
