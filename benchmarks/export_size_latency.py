@@ -1,18 +1,38 @@
-"""LiteRT file size (raw, gzip) and latency of exported variants of a small digits CNN; prints JSON.
+"""LiteRT file size (raw, gzip) and latency of exported variants: a small digits CNN, or MobileNetV2-224; prints JSON.
 
-Trains a small CNN on the embedded MNIST digits for a few epochs, converts it
-(SMART with magnitude masks at densities 0.5 / 0.3, FLOAT), optionally prunes
-it, exports each variant with `keras_smart.export.to_tflite` (every file is
-checked against Keras there) and measures, per file: size in bytes (raw and
-gzip -9), LiteRT latency with the default XNNPACK delegate at batch 1 (median
-of `--runs` invokes after a warm-up, 1 and 2 threads) and top-1 accuracy on the
-1,000 test digits run through the file.
+Default mode (--model digits): trains a small CNN on the embedded MNIST digits
+for a few epochs, converts it (SMART with magnitude masks at densities 0.5 /
+0.3, FLOAT), optionally prunes it, exports each variant with
+`keras_smart.export.to_tflite` (every file is checked against Keras there) and
+measures, per file: size in bytes (raw and gzip -9), LiteRT latency with the
+default XNNPACK delegate at batch 1 (median of `--runs` invokes after a
+warm-up, 1 and 2 threads) and top-1 accuracy on the 1,000 test digits run
+through the file.
 
 Targets checked in "targets": int8 SMART file <= 0.30x the dense float file;
 runtime-trade-off file <= 2.2x a baked one; int8 latency <= 0.25x dense float.
 
+--model mobilenetv2: `keras.applications.MobileNetV2` at 224x224x3 (alpha 1.0,
+1,000 classes, logits out, weights=None: untrained, no accuracy is measured)
+in float32, dynamic-range and int8 files of: the dense Keras model; SMART with
+unstructured magnitude masks at densities (0.5, 0.3), baked at lam 0 and 1;
+SMART with channel-structured magnitude masks at the same densities, compacted
+(`to_tflite(..., compact=True)`) and baked at lam 0 and 1; and the
+unstructured model's runtime-trade-off file. Every file's latency is timed in
+interleaved rounds (all files, 1 and 2 threads, in a shuffled order per
+round) so that machine noise hits all alike; the machine's load average is
+recorded per timing pass. `--keep_dir DIR` keeps the files and the report;
+`--retime DIR` times them again later (e.g. when the machine is quieter) and
+rewrites the report with the pass at the lowest load. Targets: the lam=0
+channel-structured compacted file <= 0.6x the dense file's latency at the same
+precision; dense int8 <= 0.25x dense float at 1 thread.
+
 Usage:
   python benchmarks/export_size_latency.py [--epochs 3] [--runs 200] [--out result.json]
+  python benchmarks/export_size_latency.py --model mobilenetv2 --keep_dir /tmp/mnv2 \\
+      --out benchmarks/results/export_size_latency_mobilenetv2.json
+  python benchmarks/export_size_latency.py --model mobilenetv2 --retime /tmp/mnv2 \\
+      --out benchmarks/results/export_size_latency_mobilenetv2.json
 """
 
 import argparse
@@ -77,15 +97,7 @@ def accuracy(path, x, y, lam=None):
     return float(np.mean(np.argmax(runner(**feeds)["output"], -1) == y))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=6, help="epochs of the dense model")
-    parser.add_argument("--width", type=int, default=64, help="channels of the first conv (x2, x4 after)")
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--prune", type=float, default=0.8, help="target sparsity of the pruned variants")
-    parser.add_argument("--out", default=None, help="also write the JSON here")
-    args = parser.parse_args()
-
+def digits(args):
     keras.utils.set_random_seed(0)
     x, y = keras_smart.data.digits("train")
     x_test, y_test = keras_smart.data.digits("test")
@@ -210,6 +222,29 @@ def main():
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=("digits", "mobilenetv2"), default="digits")
+    parser.add_argument("--epochs", type=int, default=6, help="digits: epochs of the dense model")
+    parser.add_argument("--width", type=int, default=64, help="digits: channels of the first conv (x2, x4 after)")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="digits: timed invokes per file (200); mobilenetv2: timed invokes per file per round (20)")
+    parser.add_argument("--rounds", type=int, default=30, help="mobilenetv2: interleaved timing rounds")
+    parser.add_argument("--prune", type=float, default=0.8, help="digits: target sparsity of the pruned variants")
+    parser.add_argument("--keep_dir", default=None, help="mobilenetv2: keep the files and report.json here")
+    parser.add_argument("--retime", default=None, help="mobilenetv2: time the files kept in this directory again")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    if args.model == "digits":
+        args.runs = args.runs or 200
+        digits(args)
+    else:
+        import export_latency_mobilenetv2  # pylint: disable=g-import-not-at-top  # benchmarks/, this mode's rows
+
+        args.runs = args.runs or 20
+        export_latency_mobilenetv2.run(args)
 
 
 if __name__ == "__main__":
