@@ -117,9 +117,10 @@ def strip(model, tradeoff=None, compact=False):
     per-channel layers it flows through and from the next kernel layer's input,
     wherever that leaves the outputs unchanged; a dropped channel's constant
     (its bias through batch-norm and activation) goes into the next layer's
-    bias. Channels that reach an addition, a concatenation, a model output or a
-    zero-padded convolution with a non-zero constant are kept. The result
-    computes what the SmartModel computes at `tradeoff` (to float round-off).
+    bias. Channels that reach an addition, a concatenation or a model output
+    are kept; of those with a non-zero constant before a zero-padded
+    convolution, one is kept and carries the others. The result computes what
+    the SmartModel computes at `tradeoff` (to float round-off).
 
     Args:
       model: a `SmartModel`.

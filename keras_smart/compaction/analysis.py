@@ -8,7 +8,12 @@ makes channel j known again (its bias). Where the channels leave the group,
 each consumer says which channels it can do without, exactly:
 - a Dense, or a Conv with a 1x1 kernel or "valid" padding: channel j if its
   kernel rows for j are zero, or if channel j is a known constant c_j (c_j
-  times the rows' sum goes into the bias); a zero-padded Conv needs c_j = 0;
+  times the rows' sum goes into the bias);
+- a zero-padded Conv (its own "same" padding, or a padding layer on the way)
+  sees a known constant as c_j times one fixed map (ones inside, zeros on the
+  border), not as a constant. Known maps proportional to one another,
+  c_j = a_j * c_r, reach it through one channel: the largest, r, is kept and
+  carries the others (its kernel rows gain a_j times theirs), which go;
 - a Flatten read only by Dense layers: channel j if it is known (any map:
   each position's rows times its value go into the bias) or its rows are zero;
 - anything else (Add, Concatenate, Multiply, a model output, a transposed,
@@ -89,6 +94,7 @@ class Plan:
       channel_keep: {per-channel layer with weights (batch-norm, depthwise): kept channel indices}.
       in_keep: {consumer kernel layer: kept indices along its kernel's input axis (-2)}.
       bias_add: {consumer kernel layer: what the dropped constant channels add to its bias}.
+      kernel_add: {consumer kernel layer: what a kept channel's kernel rows gain from the channels it carries}.
       touched: the layers whose input or output shape changes.
       dropped: {producer: number of output channels dropped}.
     """
@@ -97,6 +103,7 @@ class Plan:
     channel_keep: dict = dataclasses.field(default_factory=dict)
     in_keep: dict = dataclasses.field(default_factory=dict)
     bias_add: dict = dataclasses.field(default_factory=dict)
+    kernel_add: dict = dataclasses.field(default_factory=dict)
     touched: set = dataclasses.field(default_factory=set)
     dropped: dict = dataclasses.field(default_factory=dict)
 
@@ -143,9 +150,11 @@ def _record(result, model, group, drop, edits):
         if model.get_layer(member).weights:
             result.channel_keep[member] = keep
     for edit in edits:
-        for name, in_keep, bias_add in edit(drop, keep):
+        for name, in_keep, bias_add, kernel_add in edit(drop, keep):
             result.in_keep[name] = in_keep
             result.bias_add[name] = bias_add
+            if kernel_add is not None:
+                result.kernel_add[name] = kernel_add
             result.touched.add(name)
 
 
@@ -216,12 +225,37 @@ def _kernel_consumer(layer, state, channels):
     window_inside = channel_layers.is_dense(layer) or layer.padding == "valid" or all(k == 1 for k in layer.kernel_size)
     absorbed = constant & window_inside
     values = np.where(absorbed, values, 0.0)
+    carrier, shares = _carried(state, state.known & ~absorbed & ~zero_map & ~zero_rows)
 
     def edit(drop, keep):
         bias_add = values[drop] @ rows[:, drop, :].sum(0)
-        return [(layer.name, keep, bias_add.astype(np.float32))]
+        kernel_add = None
+        if carrier is not None:
+            kernel_add = np.zeros_like(rows)
+            kernel_add[:, carrier, :] = np.einsum("j,pju->pu", shares[drop], rows[:, drop, :])
+            kernel_add = kernel_add.reshape(kernel.shape)
+        return [(layer.name, keep, bias_add.astype(np.float32), kernel_add)]
 
-    return zero_rows | absorbed | zero_map, edit
+    return zero_rows | absorbed | zero_map | (shares != 0), edit
+
+
+def _carried(state, candidates):
+    """(r, a): the known channel r with the largest map among `candidates`, and a_j with map_j = a_j * map_r for
+    every other candidate whose map is proportional to r's (0 elsewhere); (None, zeros) if none is."""
+    channels = candidates.size
+    shares = np.zeros(channels, np.float64)
+    if state.value is None or candidates.sum() < 2:
+        return None, shares
+    flat = state.value.reshape(-1, channels).astype(np.float64)
+    size = np.abs(flat).max(0)
+    carrier = int(np.argmax(np.where(candidates, size, -1.0)))
+    peak = int(np.argmax(np.abs(flat[:, carrier])))
+    a = flat[peak] / flat[peak, carrier]
+    proportional = np.all(np.abs(flat - np.outer(flat[:, carrier], a)) <= _CONSTANT_RTOL * np.maximum(1.0, size), 0)
+    carried = candidates & proportional
+    carried[carrier] = False
+    shares[carried] = a[carried]
+    return (carrier if carried.any() else None), shares
 
 
 def _flatten_consumer(readers, state, channels):
@@ -239,7 +273,7 @@ def _flatten_consumer(readers, state, channels):
         for reader in readers:
             rows = base.weights_by_name(reader)["kernel"].reshape(positions, channels, -1)
             bias_add = np.einsum("pj,pju->u", value[:, drop], rows[:, drop, :])
-            found.append((reader.name, index, bias_add.astype(np.float32)))
+            found.append((reader.name, index, bias_add.astype(np.float32), None))
         return found
 
     return ok, edit

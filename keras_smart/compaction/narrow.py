@@ -19,8 +19,9 @@ def compact(model):
     batch-norm, depthwise and other per-channel layers it flows through, and
     from the next kernel layer's input, whose bias absorbs the constant, where
     that is exact (see `keras_smart.compaction.analysis`). Channels that reach
-    an addition, a concatenation, a model output, a zero-padded convolution
-    with a non-zero constant, or a layer not listed there are kept. Only the
+    an addition, a concatenation, a model output or a layer not listed there
+    are kept; of the non-zero constants before a zero-padded convolution one
+    is kept, and carries the others. Only the
     top level is compacted (nested models are kept as they are).
 
     Args:
@@ -92,7 +93,8 @@ def _sliced(layer, plan):
         else:  # batch-norm: every weight is one value per channel
             values = {key: value[keep] for key, value in values.items()}
     if name in plan.in_keep:
-        values["kernel"] = np.take(values["kernel"], plan.in_keep[name], axis=-2)
+        kernel = values["kernel"] + plan.kernel_add.get(name, 0.0)
+        values["kernel"] = np.take(kernel, plan.in_keep[name], axis=-2)
         bias_add = plan.bias_add[name]
         if "bias" in values:
             values["bias"] = values["bias"] + bias_add

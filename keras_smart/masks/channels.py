@@ -76,7 +76,8 @@ class ChannelGroup:
         padding (their own "same" padding with a kernel wider than one, or a
         padding layer on the way): a dropped channel is constant (bias and
         batch-norm shift), not zero, so it is foldable into their bias only
-        where that constant is zero.
+        where that constant is zero; compaction keeps one channel of the
+        group to carry the others' non-zero constants into them.
     """
 
     members: tuple
