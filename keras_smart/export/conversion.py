@@ -21,8 +21,9 @@ def serving_function(model, options):
 
     A runtime-trade-off function takes the trade-off as a second input (float32,
     shape [1], clipped to [0, 1]) and computes each path with its own constant
-    kernels; a baked one runs `keras_smart.strip(model, tradeoff, compact=options.compact)`. Both run
-    with noise at its expectation (`expected_noise()`), NoiseInjection included.
+    kernels; any other runs `model`, a plain model (`exported_model` strips a
+    baked trade-off first). Both run with noise at its expectation
+    (`expected_noise()`), NoiseInjection included.
     """
     spec = tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32, name=INPUT_NAME)
     if options.runtime_tradeoff:
@@ -35,14 +36,15 @@ def serving_function(model, options):
             return {OUTPUT_NAME: tf.cast(outputs, tf.float32)}
 
         return tf.function(serve_runtime, input_signature=[spec, tradeoff_spec]), model
-    exported = strip(model, tradeoff=options.tradeoff, compact=options.compact) if options.smart else model
+    if options.smart:
+        raise ValueError("serving_function takes a baked trade-off as a plain model: see exported_model.")
 
     def serve(input):  # pylint: disable=redefined-builtin
         with base.expected_noise():  # NoiseInjection layers (strip keeps them) at their expectation: identity
-            outputs = exported(input, training=False)
+            outputs = model(input, training=False)
         return {OUTPUT_NAME: tf.cast(outputs, tf.float32)}
 
-    return tf.function(serve, input_signature=[spec]), exported
+    return tf.function(serve, input_signature=[spec]), model
 
 
 def exported_model(model, options):
