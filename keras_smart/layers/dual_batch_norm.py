@@ -84,17 +84,12 @@ class DualBatchNormalization(base.PathPairedWeights, keras.layers.BatchNormaliza
             mean, variance = tf.nn.moments(x, reduction_axes)
             count = tf.cast(tf.size(x) // tf.maximum(tf.shape(x)[axis], 1), tf.float32)
             collector.add(self, mean, variance + tf.square(mean), count)
-        elif training and self.trainable and self.current_tradeoff(per_sample=True).shape.rank == 1:
-            return self._normalize_by_tradeoff(x, self.current_tradeoff(per_sample=True), a, axis)
         elif training and self.trainable:
             mean, variance = tf.nn.moments(x, reduction_axes)
             frozen = base.statistics_frozen()
             if frozen is not True:
                 moves = tf.size(x) > 0
-                self._move_statistics(
-                    {"moving_mean": mean * (1.0 - self.momentum), "moving_variance": variance * (1.0 - self.momentum)},
-                    self.momentum, a, nonempty=moves if frozen is False else moves & ~frozen,
-                )
+                self._move_statistics(mean, variance, a, nonempty=moves if frozen is False else moves & ~frozen)
         else:
             mean = self._routed("moving_mean", a)
             variance = self._routed("moving_variance", a)
@@ -121,57 +116,11 @@ class DualBatchNormalization(base.PathPairedWeights, keras.layers.BatchNormaliza
             beta = None if beta is None else tf.reshape(beta, shape)
         return tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
 
-    def _normalize_by_tradeoff(self, x, lam, a, axis):
-        """Training-mode batch-norm of a batch whose rows carry their own lam (the train step's groups).
-
-        Rows that share a lam value are normalised with their own statistics
-        (ghost batches by lam), and the moving statistics move once per value,
-        in the order the values first appear: what a step that splits its batch
-        by lam computes. Normalising a group of mixed lam with the statistics of
-        all its rows cost the digits demo 18 AutoAttack points (BENCHMARKS.md).
-        """
-        rank = x.shape.rank
-        rows = tf.shape(x)[0]
-        per_row_axes = [i for i in range(1, rank) if i != axis]
-        first = tf.argmax(tf.cast(tf.equal(lam[:, None], lam[None, :]), tf.int32), axis=1, output_type=tf.int32)
-        count = tf.math.unsorted_segment_sum(tf.ones([rows], tf.float32), first, rows)
-        size = tf.maximum(count, 1.0)[:, None]
-
-        def by_value(per_row):  # [rows, C]: each row's value averaged over the rows of its lam value
-            return tf.math.unsorted_segment_sum(per_row, first, rows) / size
-
-        row_mean = tf.reduce_mean(x, per_row_axes) if per_row_axes else x
-        value_mean = by_value(row_mean)
-        shape = [-1] + [x.shape[i] if i == axis else 1 for i in range(1, rank)]
-        centred = x - tf.reshape(tf.gather(value_mean, first), shape)
-        squares = tf.reduce_mean(tf.square(centred), per_row_axes) if per_row_axes else tf.square(centred)
-        value_variance = by_value(squares)
-        frozen = base.statistics_frozen()
-        if frozen is not True:
-            leads = tf.logical_and(tf.equal(first, tf.range(rows)), count > 0)  # one row per lam value
-            values = tf.reduce_sum(tf.cast(leads, tf.float32))
-            order = tf.cumsum(tf.cast(leads, tf.float32))  # 1..n in order of appearance
-            weight = tf.where(leads, (1.0 - self.momentum) * self.momentum ** (values - order), 0.0)[:, None]
-            moves = rows > 0
-            self._move_statistics(
-                {"moving_mean": tf.reduce_sum(weight * value_mean, 0),
-                 "moving_variance": tf.reduce_sum(weight * value_variance, 0)},
-                self.momentum ** values, a, nonempty=moves if frozen is False else moves & ~frozen,
-            )
-        gamma, beta = self._routed("gamma", a), self._routed("beta", a)
-        reshape = (lambda t: t) if axis == rank - 1 else (lambda t: tf.reshape(t, shape[1:]))
-        variance = tf.reshape(tf.gather(value_variance, first), shape)
-        outputs = centred * tf.math.rsqrt(variance + self.epsilon)
-        if gamma is not None:
-            outputs = outputs * reshape(gamma)
-        return outputs if beta is None else outputs + reshape(beta)
-
-    def _move_statistics(self, increments, decay, a, nonempty):
-        """Moves the active set's moving statistics: `decay * statistic + increments[statistic]`, where
-        `nonempty` (a boolean tensor); one batch is decay = momentum, increment = (1 - momentum) * its value."""
-        for stat, increment in increments.items():
+    def _move_statistics(self, mean, variance, a, nonempty):
+        """Moves the active set's moving statistics towards the batch's where `nonempty` (a boolean tensor)."""
+        for stat, batch_value in (("moving_mean", mean), ("moving_variance", variance)):
             for variable, weight in ((getattr(self, stat), 1.0 - a), (getattr(self, ADV_PREFIX + stat), a)):
-                moved = variable * decay + increment
+                moved = variable * self.momentum + batch_value * (1.0 - self.momentum)
                 variable.assign(tf.where(nonempty, weight * moved + (1.0 - weight) * variable, variable))
 
     def call(self, inputs, training=None, mask=None):

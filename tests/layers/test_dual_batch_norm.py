@@ -41,34 +41,6 @@ def test_training_normalises_with_batch_statistics():
     np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)
 
 
-@pytest.mark.parametrize("axis", [-1, 1])
-def test_rows_with_per_example_lam_are_normalised_and_counted_per_lam_value(axis):
-    """The train step's adversarial rows carry lam per row: each lam value is its own batch, as if split."""
-    rng = np.random.default_rng(3)
-    lam = np.array([0.2, 1.0, 0.2, 0.4, 1.0, 1.0, 0.2, 0.4], "float32")
-    x = rng.normal(2.0, 3.0, (8, 4, 4, 3)).astype("float32") * (1.0 + lam[:, None, None, None])
-    x = x if axis == -1 else np.moveaxis(x, -1, 1)
-    joint = cl.DualBatchNormalization(momentum=0.5, axis=axis)
-    joint.build(x.shape)
-    joint.adv_gamma.assign([1.0, 2.0, 0.5])
-    joint.adv_beta.assign([0.0, 1.0, -1.0])
-    with cl.tradeoff_override(lam):
-        got = joint(x, training=True).numpy()
-    split = cl.DualBatchNormalization(momentum=0.5, axis=axis)
-    split.build(x.shape)
-    split.set_weights(joint.get_weights())
-    split.adv_moving_mean.assign(np.zeros(3))
-    split.adv_moving_variance.assign(np.ones(3))
-    expected = np.zeros_like(x)
-    for value in (0.2, 1.0, 0.4):  # in order of appearance
-        rows = lam == value
-        with cl.tradeoff_override(value):
-            expected[rows] = split(x[rows], training=True).numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-4)
-    for name in ("adv_moving_mean", "adv_moving_variance", "moving_mean"):
-        np.testing.assert_allclose(getattr(joint, name).numpy(), getattr(split, name).numpy(), rtol=1e-5, atol=1e-6)
-
-
 def test_channels_first_axis():
     source = keras.layers.BatchNormalization(axis=1)
     x = np.random.default_rng(2).normal(size=(2, 3, 4, 4)).astype("float32")
