@@ -11,7 +11,7 @@ Once-for-all adversarial training (OAT's recipe, for every method) lives in
    compiles with XLA (`jit_compile=True`). The adversarial group's lam vary per
    example: kernels that depend on lam itself (noise, blend) are linear in it
    and compute per example (`ConditionalKernel`), FiLM reads the vector, the
-   rest read the path;
+   rest read the path; batch-norm takes each lam value's rows as one batch;
 3. per group, with the layers reading that group's lam: make x_adv through that
    path (batch-norm statistics frozen), forward x and x_adv in training mode.
    Each path's batch-norm moving statistics move only with the inputs it serves:
@@ -376,7 +376,7 @@ class SmartModel(_compat.MultiWorkerFit, keras.Model):
         hold = self._adversarial.config.shared_weights == "adversarial"
 
         def forward(inputs, lam, frozen, held):
-            with base.tradeoff_override(lam), base.frozen_statistics(frozen):
+            with base.tradeoff_override(lam), self._batch_norm_groups(), base.frozen_statistics(frozen):
                 with base.holding_shared_weights(held if hold else False):
                     return self._forward(inputs, True)
 
@@ -387,6 +387,12 @@ class SmartModel(_compat.MultiWorkerFit, keras.Model):
             tf.TensorSpec([], tf.bool),
         ]
         return tf.function(forward, input_signature=signature, autograph=False)
+
+    def _batch_norm_groups(self):
+        """`base.batch_norm_groups` for the step: each lam value's rows are one batch where they can differ."""
+        adversarial = self._adversarial.config
+        mixed = adversarial.sampling != config_lib.Sampling.BATCH and len(set(adversarial.tradeoffs) - {0.0}) > 1
+        return base.batch_norm_groups(adversarial.tradeoffs if mixed else ())
 
     def _group_tensors(self, forward, x_g, y_g, w_g, lam_g, *, attacked, real=True):
         """One group's tensors for the loss, a dict; its lists hold one tensor per output.
@@ -409,7 +415,7 @@ class SmartModel(_compat.MultiWorkerFit, keras.Model):
         # Every lam > 0 shares the adversarial path. A path's moving statistics come from the
         # inputs it serves: the adversarial path's from adversarial examples, not from this
         # clean pass (which moves the clean path's in a clean batch).
-        with base.tradeoff_override(lam_g):
+        with base.tradeoff_override(lam_g), self._batch_norm_groups():
             x_adv = self._attack(x_g, y_g)
         flags = (tf.convert_to_tensor(v) for v in (attacked, _both(hold, _negated(attacked)), _negated(_both(attacked, real))))
         frozen_clean, held, frozen_adv = flags

@@ -102,6 +102,24 @@ def statistics_frozen():
     return _flag("frozen")
 
 
+def batch_norm_groups(tradeoffs):
+    """Makes training-mode dual batch-norm treat the rows of each lam in `tradeoffs` as their own batch.
+
+    Read at trace time. The train step routes a group of rows whose lam differ
+    per row (element sampling); a step that split its batch by lam normalised
+    each value's rows with their own statistics and moved the moving statistics
+    once per value, in `tradeoffs` order. This scope reproduces that in one
+    fixed-shape forward. `tradeoffs` is a tuple of Python floats: each row's lam
+    must be one of them.
+    """
+    return _scoped("bn_groups", tuple(float(t) for t in tradeoffs))
+
+
+def batch_norm_group_values():
+    """The lam values of `batch_norm_groups`, or None outside it."""
+    return getattr(_STATE, "bn_groups", None)
+
+
 def holding_shared_weights(when=True):
     """Makes dual-mask layers pass no gradient to the weights both of their masks keep.
 
