@@ -376,7 +376,7 @@ class SmartModel(_compat.MultiWorkerFit, keras.Model):
         hold = self._adversarial.config.shared_weights == "adversarial"
 
         def forward(inputs, lam, frozen, held):
-            with base.tradeoff_override(lam), self._batch_norm_groups(), base.frozen_statistics(frozen):
+            with base.tradeoff_override(lam), self._batch_norm_groups(lam), base.frozen_statistics(frozen):
                 with base.holding_shared_weights(held if hold else False):
                     return self._forward(inputs, True)
 
@@ -388,11 +388,11 @@ class SmartModel(_compat.MultiWorkerFit, keras.Model):
         ]
         return tf.function(forward, input_signature=signature, autograph=False)
 
-    def _batch_norm_groups(self):
+    def _batch_norm_groups(self, lam):
         """`base.batch_norm_groups` for the step: each lam value's rows are one batch where they can differ."""
         adversarial = self._adversarial.config
         mixed = adversarial.sampling != config_lib.Sampling.BATCH and len(set(adversarial.tradeoffs) - {0.0}) > 1
-        return base.batch_norm_groups(adversarial.tradeoffs if mixed else ())
+        return base.batch_norm_groups(adversarial.tradeoffs if mixed else (), lam)
 
     def _group_tensors(self, forward, x_g, y_g, w_g, lam_g, *, attacked, real=True):
         """One group's tensors for the loss, a dict; its lists hold one tensor per output.
@@ -415,7 +415,7 @@ class SmartModel(_compat.MultiWorkerFit, keras.Model):
         # Every lam > 0 shares the adversarial path. A path's moving statistics come from the
         # inputs it serves: the adversarial path's from adversarial examples, not from this
         # clean pass (which moves the clean path's in a clean batch).
-        with base.tradeoff_override(lam_g), self._batch_norm_groups():
+        with base.tradeoff_override(lam_g), self._batch_norm_groups(lam_g):
             x_adv = self._attack(x_g, y_g)
         flags = (tf.convert_to_tensor(v) for v in (attacked, _both(hold, _negated(attacked)), _negated(_both(attacked, real))))
         frozen_clean, held, frozen_adv = flags

@@ -1,5 +1,6 @@
 """What every conditional layer shares: the trade-off it reads, and folding back to plain Keras."""
 
+import collections
 import contextlib
 import threading
 
@@ -102,21 +103,30 @@ def statistics_frozen():
     return _flag("frozen")
 
 
-def batch_norm_groups(tradeoffs):
+class RowGroups(collections.namedtuple("RowGroups", ["member", "share", "present"])):
+    """Rows grouped by lam value: `member` [rows, values] one-hot, `share` = member / rows per value
+    (a column averages its value's rows), `present` [values] 1.0 where a value has rows."""
+
+
+def batch_norm_groups(tradeoffs, lam):
     """Makes training-mode dual batch-norm treat the rows of each lam in `tradeoffs` as their own batch.
 
-    Read at trace time. The train step routes a group of rows whose lam differ
-    per row (element sampling); a step that split its batch by lam normalised
-    each value's rows with their own statistics and moved the moving statistics
-    once per value, in `tradeoffs` order. This scope reproduces that in one
-    fixed-shape forward. `tradeoffs` is a tuple of Python floats: each row's lam
-    must be one of them.
+    The train step routes a group of rows whose lam differ per row (element
+    sampling); a step that split its batch by lam normalised each value's rows
+    with their own statistics and moved the moving statistics once per value,
+    in `tradeoffs` order. This scope reproduces that in one fixed-shape forward.
+    `tradeoffs`: Python floats (empty: no grouping); `lam`: each row's, one of them.
+    The grouping is computed here, once for every layer; read at trace time.
     """
-    return _scoped("bn_groups", tuple(float(t) for t in tradeoffs))
+    if not tradeoffs:
+        return _scoped("bn_groups", None)
+    member = tf.cast(tf.equal(tf.reshape(lam, [-1, 1]), tf.constant([tradeoffs], tf.float32)), tf.float32)
+    count = tf.reduce_sum(member, 0)
+    return _scoped("bn_groups", RowGroups(member, member / tf.maximum(count, 1.0), tf.cast(count > 0, tf.float32)))
 
 
-def batch_norm_group_values():
-    """The lam values of `batch_norm_groups`, or None outside it."""
+def batch_norm_row_groups():
+    """The `RowGroups` of `batch_norm_groups`, or None outside it."""
     return getattr(_STATE, "bn_groups", None)
 
 

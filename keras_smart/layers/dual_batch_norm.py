@@ -84,8 +84,8 @@ class DualBatchNormalization(base.PathPairedWeights, keras.layers.BatchNormaliza
             mean, variance = tf.nn.moments(x, reduction_axes)
             count = tf.cast(tf.size(x) // tf.maximum(tf.shape(x)[axis], 1), tf.float32)
             collector.add(self, mean, variance + tf.square(mean), count)
-        elif training and self.trainable and self._grouped_by_tradeoff():
-            return self._normalize_by_tradeoff(x, a, axis)
+        elif training and self.trainable and base.batch_norm_row_groups() is not None:
+            return self._normalize_by_tradeoff(x, a, axis, base.batch_norm_row_groups())
         elif training and self.trainable:
             mean, variance = tf.nn.moments(x, reduction_axes)
             moves = tf.size(x) > 0
@@ -120,12 +120,7 @@ class DualBatchNormalization(base.PathPairedWeights, keras.layers.BatchNormaliza
             beta = None if beta is None else tf.reshape(beta, shape)
         return tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
 
-    def _grouped_by_tradeoff(self):
-        """Whether this training call's rows carry several possible lam values (`base.batch_norm_groups`)."""
-        values = base.batch_norm_group_values()
-        return bool(values) and len(values) > 1 and self.current_tradeoff(per_sample=True).shape.rank == 1
-
-    def _normalize_by_tradeoff(self, x, a, axis):
+    def _normalize_by_tradeoff(self, x, a, axis, groups):
         """Training-mode batch-norm where the rows of each lam value are their own batch.
 
         The train step's adversarial rows carry lam per row (element sampling).
@@ -133,16 +128,12 @@ class DualBatchNormalization(base.PathPairedWeights, keras.layers.BatchNormaliza
         moving statistics move once per value present, in `base.batch_norm_groups`
         order: what a step that splits its batch by lam computes. Normalising the
         mixed rows together cost the digits demo 18 AutoAttack points at lam = 1.
-        Row membership is a [rows, values] one-hot matrix, so the shapes are static.
+        `groups` (`base.RowGroups`) holds the [rows, values] membership: static shapes.
         """
         rank = x.shape.rank
         per_row_axes = [i for i in range(1, rank) if i != axis]
         shape = [-1] + [x.shape[i] if i == axis else 1 for i in range(1, rank)]
-        values = base.batch_norm_group_values()
-        lam = self.current_tradeoff(per_sample=True)
-        member = tf.cast(tf.equal(lam[:, None], tf.constant(values)[None, :]), tf.float32)  # [rows, values]
-        count = tf.reduce_sum(member, 0)
-        share = member / tf.maximum(count, 1.0)  # a value's column averages its rows
+        member, share, present = groups
 
         def per_value(per_row):  # [rows, C] -> each value's mean, [values, C]
             return tf.matmul(share, per_row, transpose_a=True)
@@ -156,7 +147,6 @@ class DualBatchNormalization(base.PathPairedWeights, keras.layers.BatchNormaliza
         value_variance = per_value(tf.reduce_mean(squares, per_row_axes) if per_row_axes else squares)
         # Moving once per value present, in order, is one move by closed form: the
         # statistics decay by momentum ** (values present), a value by momentum ** (values present after it).
-        present = tf.cast(count > 0, tf.float32)
         weights = present * (1.0 - self.momentum) * self.momentum ** tf.cumsum(present, exclusive=True, reverse=True)
         self._move_statistics(
             {"moving_mean": tf.linalg.matvec(value_mean, weights, transpose_a=True),

@@ -57,7 +57,7 @@ def test_rows_of_each_lam_value_are_normalised_and_counted_as_their_own_batch(ax
     split.build(x.shape)
     split.set_weights(joint.get_weights())
     tradeoffs = (0.0, 0.2, 0.4, 0.6, 1.0)  # 0.0 and 0.6 have no rows: they move nothing
-    with cl.tradeoff_override(lam), base.batch_norm_groups(tradeoffs):
+    with cl.tradeoff_override(lam), base.batch_norm_groups(tradeoffs, lam):
         got = joint(x, training=True).numpy()
     expected = np.zeros_like(x)
     for value in tradeoffs[1:]:
@@ -76,7 +76,7 @@ def test_frozen_statistics_stay_still_with_rows_grouped_by_lam():
     bn.build(x.shape)
     before = [w.numpy() for w in bn.weights]
     lam = np.array([0.5, 1.0, 0.5, 1.0, 1.0, 0.5], "float32")
-    with cl.tradeoff_override(lam), base.batch_norm_groups((0.0, 0.5, 1.0)), base.frozen_statistics():
+    with cl.tradeoff_override(lam), base.batch_norm_groups((0.0, 0.5, 1.0), lam), base.frozen_statistics():
         bn(x, training=True)
     for b, w in zip(before, bn.weights):
         np.testing.assert_array_equal(b, w.numpy())
